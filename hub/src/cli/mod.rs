@@ -1,0 +1,57 @@
+//! The `sifhub` command line. One file per subcommand; each exposes `Args`
+//! (its clap arguments) and `run`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod inspect;
+pub mod migrate;
+pub mod parse;
+pub mod serve;
+
+/// What every subcommand's `run` returns: the exit code, or an error that
+/// `main` prints as `error: …` with its causes.
+pub type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Parser, Debug)]
+#[command(name = "sifhub", version, about = "A build hub for Singularity/Apptainer images", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the hub: HTTP server on SQLite and a local storage folder by default.
+    Serve(serve::Args),
+    /// Read a definition file as apptainer reads it and print its structure.
+    Parse(parse::Args),
+    /// Print a SIF image's header, descriptors, recipe and labels.
+    Inspect(inspect::Args),
+    /// Apply the database migrations the database lacks and print them.
+    Migrate(migrate::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Parse(args) => parse::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Migrate(args) => migrate::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            let mut msg = format!("error: {err}");
+            let mut source = err.source();
+            while let Some(cause) = source {
+                msg.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The sifhub hub: configuration, the HTTP server and the command line.
+//! Build logic lives in `sifhub-builder`, HTML in `sifhub-web`.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod queue;
+pub mod serve;

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a sifhub role needs, only those missing.
+#   scripts/install-deps.sh serve   what `sifhub serve` and its builder use
+#   scripts/install-deps.sh test    that, plus everything the test suite uses
+set -euo pipefail
+role=${1:?usage: install-deps.sh serve|test}
+
+# The builder shells out to these at build time.
+serve_pkgs=(ca-certificates squashfs-tools slirp4netns)
+# Real components the tests run against (see ARCHITECTURE.md, "Testing").
+test_pkgs=(python3 git siftool golang-go golang-github-apptainer-container-library-client-dev
+  docker-registry skopeo umoci busybox-static debootstrap apache2-utils jq postgresql)
+
+case $role in
+  serve) want=("${serve_pkgs[@]}") ;;
+  test) want=("${serve_pkgs[@]}" "${test_pkgs[@]}") ;;
+  *) echo "install-deps.sh: unknown role $role (expected serve or test)" >&2; exit 2 ;;
+esac
+
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2
+    exit 1
+  fi
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.94)" >&2
+  exit 1
+fi

@@ -30,10 +30,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build"
 cargo build --workspace --bins --locked
 
+step "doc tests"
+cargo test --workspace --doc --locked
+
+# Last, so the runner's summary closes the output.
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
 fi
-cargo test --workspace --doc --locked

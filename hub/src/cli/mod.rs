@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod build;
 pub mod inspect;
 pub mod migrate;
 pub mod parse;
+pub mod run;
 pub mod serve;
 
 /// What every subcommand's `run` returns: the exit code, or an error that
@@ -29,6 +31,12 @@ pub enum Command {
     Parse(parse::Args),
     /// Print a SIF image's header, descriptors, recipe and labels.
     Inspect(inspect::Args),
+    /// Build a SIF image from a definition file, every command sandboxed.
+    Build(build::Args),
+    /// Run an image's runscript with arguments, as `apptainer run`.
+    Run(run::Args),
+    /// Run a command in an image, as `apptainer exec`.
+    Exec(run::Args),
     /// Apply the database migrations the database lacks and print them.
     Migrate(migrate::Args),
 }
@@ -39,6 +47,9 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Parse(args) => parse::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Exec(args) => run::exec(args),
         Command::Migrate(args) => migrate::run(args),
     };
     match result {

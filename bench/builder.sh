@@ -37,7 +37,7 @@ ref=127.0.0.1:$port/debian:bookworm
 
 echo "== pull + unpack $ref (cold cache): sifhub (A) vs skopeo copy + umoci unpack (B)"
 farm-bench -n "$runs" --timeout 900 \
-  --vs "sh -c 'rm -rf $work/b && skopeo copy --quiet --src-tls-verify=false docker://$ref oci:$work/b/layout:x && umoci unpack --image $work/b/layout:x $work/b/bundle >/dev/null'" \
+  --vs "sh -c 'rm -rf $work/b && mkdir -p $work/b && skopeo copy --quiet --src-tls-verify=false docker://$ref oci:$work/b/layout:x && umoci unpack --image $work/b/layout:x $work/b/bundle >/dev/null'" \
   -- sh -c "rm -rf $work/a && $bin pull-unpack $ref $work/a/root $work/a/cache 2>/dev/null"
 
 echo "== squash the same root, gzip: sifhub (A) vs mksquashfs (B)"

@@ -93,6 +93,10 @@ pub struct InspectAttributes {
 
 const SD: &str = ".singularity.d";
 
+/// Where `%post` may write `KEY VALUE` labels (`$APPTAINER_LABELS`), as in
+/// apptainer; merged into `labels.json` after the base image's.
+pub const BUILD_LABELS_FILE: &str = ".build.labels";
+
 /// Lays the base `.singularity.d` layout, the standard mount points and the
 /// `/singularity`, `/environment` and action links. With `overwrite` false
 /// (a local image as base) existing files are kept, as apptainer keeps them.
@@ -205,11 +209,17 @@ pub fn write_metadata(
     // labels.json: the base's labels, then the build's, then %labels
     // (which never overwrite an existing label).
     let labels_path = format!("{SD}/labels.json");
+    // A base without labels may hold `null` (Go's nil map): no labels.
     let mut labels = match fs.read(&labels_path)? {
-        Some(bytes) => serde_json::from_slice::<BTreeMap<String, String>>(&bytes)
-            .map_err(|e| AssembleError::ExistingLabels(e.to_string()))?,
+        Some(bytes) => serde_json::from_slice::<Option<BTreeMap<String, String>>>(&bytes)
+            .map_err(|e| AssembleError::ExistingLabels(e.to_string()))?
+            .unwrap_or_default(),
         None => BTreeMap::new(),
     };
+    // Labels `%post` wrote to `$APPTAINER_LABELS`; the file goes away.
+    if let Some(bytes) = fs.take(BUILD_LABELS_FILE)? {
+        labels.extend(parse_labels(&bytes));
+    }
     labels.extend(build.labels(!content.help.is_empty(), &content.header));
     for (key, value) in parse_labels(&content.labels) {
         match labels.entry(key) {
@@ -369,6 +379,22 @@ impl<'a> RootFs<'a> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Self::io(path)(e)),
         }
+    }
+
+    /// Reads a regular file and removes it; anything else of that name is
+    /// only removed.
+    fn take(&self, path: &str) -> Result<Option<Vec<u8>>, AssembleError> {
+        let full = self.resolve(path)?;
+        let Ok(meta) = full.symlink_metadata() else {
+            return Ok(None);
+        };
+        let bytes = if meta.is_file() {
+            std::fs::read(&full).map_err(Self::io(path))?
+        } else {
+            Vec::new()
+        };
+        inroot::remove_any(&full).map_err(Self::io(path))?;
+        Ok(Some(bytes))
     }
 
     fn write(&self, path: &str, mode: u32, bytes: &[u8]) -> Result<(), AssembleError> {

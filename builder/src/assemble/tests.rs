@@ -199,3 +199,29 @@ fn symlinks_left_in_the_root_cannot_send_writes_outside() {
         "nothing may be written outside the root (layout result: {result:?})"
     );
 }
+
+#[test]
+fn null_base_labels_and_post_labels_are_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_base_layout(root, true).unwrap();
+    std::fs::write(root.join(".singularity.d/labels.json"), "null").unwrap();
+    std::fs::write(root.join(BUILD_LABELS_FILE), "FromPost yes\nAuthor post\n").unwrap();
+    let content = ImageContent {
+        labels: b"Author recipe\n".to_vec(),
+        definition: b"x\n".to_vec(),
+        ..Default::default()
+    };
+    write_metadata(root, &content, &build_labels()).unwrap();
+    let labels: BTreeMap<String, String> =
+        serde_json::from_str(&read(root, ".singularity.d/labels.json")).unwrap();
+    assert_eq!(labels["FromPost"], "yes");
+    assert_eq!(
+        labels["Author"], "post",
+        "%labels never overwrite an existing label"
+    );
+    assert!(
+        !root.join(BUILD_LABELS_FILE).exists(),
+        "the labels file is consumed"
+    );
+}

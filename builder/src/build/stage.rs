@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::assemble::{
-    self, go_json_indent, parse_labels, BuildLabels, ImageContent, InspectMetadata, Script,
-};
+use crate::assemble::{self, BuildLabels, ImageContent, InspectMetadata, Script};
 use crate::deffile::{files_source, FilesSource, Recipe, Section, Stage};
 use crate::oci::inroot;
 use crate::sandbox::{Bind, RunSpec, DEFAULT_PATH};
@@ -20,7 +18,6 @@ const POST_SCRIPT: &str = "/.post.script";
 /// Where `%setup` sees its script.
 const SETUP_SCRIPT: &str = "/.setup.script";
 /// Where `%post` can leave labels (`$APPTAINER_LABELS`).
-const BUILD_LABELS: &str = ".build.labels";
 /// apptainer's `$APPTAINER_ENVIRONMENT` for build scripts.
 const BUILD_ENVIRONMENT: &str = "/.singularity.d/env/91-environment.sh";
 
@@ -196,7 +193,6 @@ pub(crate) fn build_stage(
 
     // 5. Metadata.
     build.log.step("writing the image metadata")?;
-    merge_build_labels(&root)?;
     let content = image_content(stage, recipe);
     let labels = BuildLabels {
         created_unix: build.timestamp,
@@ -311,8 +307,14 @@ fn run_post(
         .bind(Bind::read_only(hosts, "/etc/hosts"))
         .env("APPTAINER_ENVIRONMENT", BUILD_ENVIRONMENT)
         .env("SINGULARITY_ENVIRONMENT", BUILD_ENVIRONMENT)
-        .env("APPTAINER_LABELS", format!("/{BUILD_LABELS}"))
-        .env("SINGULARITY_LABELS", format!("/{BUILD_LABELS}"));
+        .env(
+            "APPTAINER_LABELS",
+            format!("/{}", assemble::BUILD_LABELS_FILE),
+        )
+        .env(
+            "SINGULARITY_LABELS",
+            format!("/{}", assemble::BUILD_LABELS_FILE),
+        );
     let result = build.run_checked(&spec, "%post", "post", line);
     // %post may have replaced the script with anything; remove what is there now.
     if let Ok(rel) = inroot::resolve(root, rel) {
@@ -367,49 +369,6 @@ fn write_script(path: &Path, body: &[u8]) -> Result<(), BuildError> {
     std::fs::write(path, body).map_err(BuildError::io("cannot write the script", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .map_err(BuildError::io("cannot make the script executable", path))
-}
-
-/// Labels `%post` wrote to `$APPTAINER_LABELS` go into `labels.json` (over
-/// the base image's, under the build's and the recipe's), as apptainer's
-/// `insertLabelsJSON` does; the file itself is removed. A base image
-/// without labels has `null` there (apptainer writes Go's nil map), which
-/// Go reads as no labels: it becomes `{}` for the assembly.
-fn merge_build_labels(root: &Path) -> Result<(), BuildError> {
-    let mut added = None;
-    if let Ok(rel) = inroot::resolve(root, Path::new(BUILD_LABELS)) {
-        let path = root.join(&rel);
-        if let Ok(meta) = std::fs::symlink_metadata(&path) {
-            added = Some(if meta.is_file() {
-                std::fs::read(&path).map_err(BuildError::io("cannot read", &path))?
-            } else {
-                Vec::new()
-            });
-            inroot::remove_any(&path).map_err(BuildError::io("cannot remove", &path))?;
-        }
-    }
-    let labels_rel = Path::new(".singularity.d/labels.json");
-    let existing = inroot::resolve(root, labels_rel)
-        .ok()
-        .and_then(|r| std::fs::read(root.join(r)).ok());
-    let is_null = existing
-        .as_deref()
-        .is_some_and(|bytes| bytes.trim_ascii() == b"null");
-    if added.is_none() && !is_null {
-        return Ok(());
-    }
-    let mut labels: std::collections::BTreeMap<String, String> = match existing {
-        Some(bytes) if !is_null => serde_json::from_slice(&bytes)
-            .map_err(|e| assemble::AssembleError::ExistingLabels(e.to_string()))?,
-        _ => Default::default(),
-    };
-    labels.extend(parse_labels(&added.unwrap_or_default()));
-    inroot::write_file(root, labels_rel, go_json_indent(&labels).as_bytes(), 0o644).map_err(
-        |e| assemble::AssembleError::Path {
-            path: labels_rel.display().to_string(),
-            message: e.to_string(),
-        },
-    )?;
-    Ok(())
 }
 
 /// What the stage's sections put into the image's metadata.

@@ -71,6 +71,10 @@ fn serve_starts_with_defaults_and_reports_where_it_lives() {
     );
     assert!(log.contains(&format!("open http://{addr}")), "{log}");
     assert!(log.contains("database: sqlite://"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes when piped: {log:?}"
+    );
     assert!(data_dir.join("storage").is_dir());
     assert!(
         data_dir.join("sifhub.db").is_file(),

@@ -15,8 +15,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> super::CliResult {
     let config = Config::load(args.config.as_deref())?;
+    // Colours only on a terminal: logs piped to a file or journald stay plain.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

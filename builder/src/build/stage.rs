@@ -127,20 +127,11 @@ pub(crate) fn build_stage(
         build
             .log
             .step(format!("copying %files from stage {name}"))?;
-        for entry in &section.files {
-            let max = build.options.limits.disk;
-            let stats = files::copy_entry(
-                &Source::Stage {
-                    name: &name,
-                    root: &source.root,
-                },
-                &root,
-                entry,
-                max,
-                &mut build.copied_bytes,
-            )?;
-            log_copy(build, entry, &stats);
-        }
+        let from = Source::Stage {
+            name: &name,
+            root: &source.root,
+        };
+        copy_section(build, &from, &root, section)?;
     }
     if let Some(setup) = script_of(stage, "setup") {
         build
@@ -160,17 +151,7 @@ pub(crate) fn build_stage(
         build.log.step("copying %files")?;
         let context = build.context.clone();
         for section in host {
-            for entry in &section.files {
-                let max = build.options.limits.disk;
-                let stats = files::copy_entry(
-                    &Source::Context(&context),
-                    &root,
-                    entry,
-                    max,
-                    &mut build.copied_bytes,
-                )?;
-                log_copy(build, entry, &stats);
-            }
+            copy_section(build, &Source::Context(&context), &root, section)?;
         }
     }
 
@@ -228,6 +209,22 @@ pub(crate) fn build_stage(
         oci_config_json: boot.oci_config_json,
         inspect,
     })
+}
+
+/// Copies every entry of one `%files` section, logging each, within the
+/// build's disk limit.
+fn copy_section(
+    build: &mut Build<'_, '_>,
+    from: &Source<'_>,
+    root: &Path,
+    section: &Section,
+) -> Result<(), BuildError> {
+    for entry in &section.files {
+        let max = build.options.limits.disk;
+        let stats = files::copy_entry(from, root, entry, max, &mut build.copied_bytes)?;
+        log_copy(build, entry, &stats);
+    }
+    Ok(())
 }
 
 fn log_copy(

@@ -7,6 +7,31 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// GitHub's REST API, the default of `github_api_url`.
+pub const GITHUB_API_URL: &str = "https://api.github.com";
+
+/// A secret from the configuration: never printed (`Debug` shows
+/// `"<redacted>"`), so logging a `Config` leaks nothing.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
@@ -25,7 +50,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP server binds (`SIFHUB_LISTEN`).
@@ -40,6 +65,57 @@ pub struct Config {
     pub database_url: Option<String>,
     /// `tracing` filter for the log (`SIFHUB_LOG`).
     pub log: String,
+    /// Where images and logs go (`SIFHUB_STORAGE_URL`): `file:///PATH`, or
+    /// `s3://BUCKET/PREFIX` with the usual `AWS_*` variables (endpoint
+    /// included); `file://<data_dir>/storage` when unset.
+    pub storage_url: Option<String>,
+    /// GitHub's REST API (`SIFHUB_GITHUB_API_URL`): GitHub Enterprise's
+    /// `https://HOST/api/v3`, or a stand-in in tests.
+    pub github_api_url: String,
+    /// Secret of the GitHub App's webhook (`SIFHUB_GITHUB_WEBHOOK_SECRET`).
+    pub github_webhook_secret: Option<Secret>,
+    /// The GitHub App's id (`SIFHUB_GITHUB_APP_ID`).
+    pub github_app_id: Option<u64>,
+    /// The GitHub App's private key, PEM (`SIFHUB_GITHUB_APP_KEY_FILE`).
+    pub github_app_key_file: Option<PathBuf>,
+    /// OAuth client of the GitHub App, for signing in to the web UI
+    /// (`SIFHUB_GITHUB_CLIENT_ID`, `SIFHUB_GITHUB_CLIENT_SECRET`).
+    pub github_client_id: Option<String>,
+    pub github_client_secret: Option<Secret>,
+    /// Token for plain webhook mode (`SIFHUB_GITHUB_TOKEN`): fetches private
+    /// sources and posts commit statuses. Without it, public sources only
+    /// and no statuses.
+    pub github_token: Option<Secret>,
+    /// Builds the in-process worker runs at once (`SIFHUB_WORKER_SLOTS`);
+    /// 0 runs none, for hubs whose builds run on `sifhub worker` machines.
+    pub worker_slots: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(crate::db::redact_url),
+            )
+            .field("log", &self.log)
+            .field(
+                "storage_url",
+                &self.storage_url.as_deref().map(crate::db::redact_url),
+            )
+            .field("github_api_url", &self.github_api_url)
+            .field("github_webhook_secret", &self.github_webhook_secret)
+            .field("github_app_id", &self.github_app_id)
+            .field("github_app_key_file", &self.github_app_key_file)
+            .field("github_client_id", &self.github_client_id)
+            .field("github_client_secret", &self.github_client_secret)
+            .field("github_token", &self.github_token)
+            .field("worker_slots", &self.worker_slots)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -50,6 +126,15 @@ impl Default for Config {
             data_dir: PathBuf::from("./sifhub-data"),
             database_url: None,
             log: "info".to_owned(),
+            storage_url: None,
+            github_api_url: GITHUB_API_URL.to_owned(),
+            github_webhook_secret: None,
+            github_app_id: None,
+            github_app_key_file: None,
+            github_client_id: None,
+            github_client_secret: None,
+            github_token: None,
+            worker_slots: 1,
         }
     }
 }
@@ -119,6 +204,63 @@ impl Config {
         if let Some(value) = lookup("SIFHUB_LOG") {
             self.log = value;
         }
+        if let Some(value) = lookup("SIFHUB_STORAGE_URL") {
+            if !(value.starts_with("file://") || value.starts_with("s3://")) {
+                return Err(ConfigError::Env {
+                    variable: "SIFHUB_STORAGE_URL",
+                    value,
+                    message: "expected file:///PATH or s3://BUCKET/PREFIX".to_owned(),
+                });
+            }
+            self.storage_url = Some(value);
+        }
+        if let Some(value) = lookup("SIFHUB_GITHUB_API_URL") {
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                return Err(ConfigError::Env {
+                    variable: "SIFHUB_GITHUB_API_URL",
+                    value,
+                    message: "expected an http:// or https:// url".to_owned(),
+                });
+            }
+            self.github_api_url = value.trim_end_matches('/').to_owned();
+        }
+        if let Some(value) = lookup("SIFHUB_GITHUB_WEBHOOK_SECRET") {
+            self.github_webhook_secret = Some(Secret(value));
+        }
+        if let Some(value) = lookup("SIFHUB_GITHUB_APP_ID") {
+            self.github_app_id =
+                Some(
+                    value
+                        .parse()
+                        .map_err(|e: std::num::ParseIntError| ConfigError::Env {
+                            variable: "SIFHUB_GITHUB_APP_ID",
+                            value: value.clone(),
+                            message: format!("{e} (expected the App's numeric id)"),
+                        })?,
+                );
+        }
+        if let Some(value) = lookup("SIFHUB_GITHUB_APP_KEY_FILE") {
+            self.github_app_key_file = Some(PathBuf::from(value));
+        }
+        if let Some(value) = lookup("SIFHUB_GITHUB_CLIENT_ID") {
+            self.github_client_id = Some(value);
+        }
+        if let Some(value) = lookup("SIFHUB_GITHUB_CLIENT_SECRET") {
+            self.github_client_secret = Some(Secret(value));
+        }
+        if let Some(value) = lookup("SIFHUB_GITHUB_TOKEN") {
+            self.github_token = Some(Secret(value));
+        }
+        if let Some(value) = lookup("SIFHUB_WORKER_SLOTS") {
+            self.worker_slots =
+                value
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| ConfigError::Env {
+                        variable: "SIFHUB_WORKER_SLOTS",
+                        value: value.clone(),
+                        message: format!("{e} (expected a number of builds, 0 for none)"),
+                    })?;
+        }
         Ok(())
     }
 
@@ -144,6 +286,26 @@ impl Config {
     /// Where uploaded images and logs live when storage is a local folder.
     pub fn storage_dir(&self) -> PathBuf {
         self.data_dir.join("storage")
+    }
+
+    /// The storage to use: `storage_url`, or the storage folder in the data
+    /// folder.
+    pub fn resolved_storage_url(&self) -> String {
+        match &self.storage_url {
+            Some(url) => url.clone(),
+            None => {
+                let dir = std::path::absolute(self.storage_dir()).unwrap_or(self.storage_dir());
+                format!("file://{}", dir.display())
+            }
+        }
+    }
+
+    /// The URL links point at: `public_url`, or `http://<listen>`.
+    pub fn resolved_public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", self.listen),
+        }
     }
 }
 
@@ -230,6 +392,45 @@ mod tests {
             Some("https://hub.example.org")
         );
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+    }
+
+    #[test]
+    fn github_and_worker_fields_come_from_the_environment() {
+        let mut config = Config::default();
+        assert_eq!(config.github_api_url, GITHUB_API_URL);
+        assert_eq!(config.worker_slots, 1);
+        config
+            .apply_env(env(&[
+                ("SIFHUB_GITHUB_API_URL", "http://127.0.0.1:9999/"),
+                ("SIFHUB_GITHUB_WEBHOOK_SECRET", "s3cret-hook"),
+                ("SIFHUB_GITHUB_APP_ID", "42"),
+                ("SIFHUB_GITHUB_TOKEN", "ghp_s3cret"),
+                ("SIFHUB_WORKER_SLOTS", "0"),
+                ("SIFHUB_STORAGE_URL", "s3://bucket/prefix"),
+            ]))
+            .unwrap();
+        assert_eq!(config.github_api_url, "http://127.0.0.1:9999");
+        assert_eq!(config.github_app_id, Some(42));
+        assert_eq!(config.worker_slots, 0);
+        assert_eq!(config.resolved_storage_url(), "s3://bucket/prefix");
+        assert_eq!(
+            config.github_token.as_ref().map(Secret::expose),
+            Some("ghp_s3cret")
+        );
+        // Secrets never reach a log line.
+        config.database_url = Some("postgres://hub:dbpass@db/sifhub".to_owned());
+        let printed = format!("{config:?}");
+        for secret in ["s3cret-hook", "ghp_s3cret", "dbpass"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        let err = config
+            .apply_env(env(&[("SIFHUB_WORKER_SLOTS", "many")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("SIFHUB_WORKER_SLOTS"), "{err}");
+        let err = config
+            .apply_env(env(&[("SIFHUB_STORAGE_URL", "/srv/storage")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("SIFHUB_STORAGE_URL"), "{err}");
     }
 
     #[test]

@@ -9,8 +9,11 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::db::{redact_url, Db, DbError};
+use crate::queue::Queue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -35,7 +38,9 @@ pub enum ServeError {
 /// What every request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    pub config: Arc<Config>,
     pub db: Db,
+    pub queue: Queue,
 }
 
 /// The hub's routes.
@@ -81,9 +86,14 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        let state = AppState {
+            config: Arc::new(config.clone()),
+            queue: Queue::new(db.clone()),
+            db,
+        };
         Ok(Self {
             listener,
-            router: router(AppState { db }),
+            router: router(state),
         })
     }
 

@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod github;
 pub mod queue;
 pub mod serve;

@@ -4,7 +4,9 @@
 //! absolute host paths, symlinks out of it); `%setup` sees no host secrets;
 //! `%post` cannot reach services on the host's loopback, and a fork bomb, a
 //! memory hog and a disk filler are killed at the limits given on the
-//! command line; nothing `%post` leaves running survives the build.
+//! command line; nothing `%post` leaves running survives the build; a base
+//! image whose layers climb out of the root fails the build, naming the
+//! layer and the entry.
 //! Needs root and the Debian packages docker-registry, skopeo, umoci,
 //! squashfs-tools, slirp4netns, busybox-static.
 
@@ -18,7 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sifhub_tests::registry::{fixtures_dir, seeded_registry, Registry};
+use sifhub_tests::registry::{
+    fixtures_dir, seeded_registry, write_oci_layout, CraftedLayer, LayerTar, PushFormat, Registry,
+};
 use sifhub_tests::sifhub_bin;
 
 fn text(bytes: &[u8]) -> String {
@@ -337,4 +341,65 @@ fn destinations_cannot_be_redirected_out_of_the_root() {
             .any(|l| l == format!("squashfs-root/tmp/{marker}")),
         "{list}"
     );
+}
+
+/// Pushes a one-layer image made of `tar` as `NAME:t` and returns its reference.
+fn push_layer(reg: &Registry, name: &str, tar: LayerTar) -> String {
+    let layout = tempfile::tempdir().unwrap();
+    write_oci_layout(
+        layout.path(),
+        "t",
+        &[CraftedLayer {
+            tar: tar.into_tar(),
+            gzip: true,
+        }],
+        serde_json::json!({"Cmd": ["/bin/sh"]}),
+    );
+    reg.push(layout.path(), "t", &format!("{name}:t"), PushFormat::Oci);
+    format!("{}/{name}:t", reg.host())
+}
+
+#[test]
+fn base_layers_climbing_out_of_the_root_fail_the_build() {
+    let reg = Registry::start();
+    let marker = format!("sifhub-layer-escape-{}", std::process::id());
+    let mut dotdot = LayerTar::new();
+    dotdot.file("ok.txt", b"fine", 0o644).file(
+        &format!("../../../../tmp/{marker}"),
+        b"escape",
+        0o644,
+    );
+    let mut through_symlink = LayerTar::new();
+    through_symlink
+        .symlink("etc", "/etc")
+        .file(&format!("etc/{marker}"), b"pwned", 0o644);
+    for (name, tar, entry) in [
+        ("dotdot", dotdot, format!("../../../../tmp/{marker}")),
+        ("symlink-etc", through_symlink, format!("etc/{marker}")),
+    ] {
+        let from = push_layer(&reg, name, tar);
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("Singularity"),
+            format!("Bootstrap: docker\nFrom: {from}\n\n%post\n    echo built\n"),
+        )
+        .unwrap();
+        let (output, log) = build(dir.path(), &[]);
+        assert_failed_with(&output, &log, &[entry.as_str()]);
+        assert!(log.contains("sha256:"), "the log names the layer:\n{log}");
+        assert!(
+            !log.contains("\nbuilt\n"),
+            "%post ran on a bad base:\n{log}"
+        );
+        for host_path in [format!("/tmp/{marker}"), format!("/etc/{marker}")] {
+            assert!(
+                !Path::new(&host_path).exists(),
+                "{name}: a layer wrote {host_path} on the host"
+            );
+        }
+        assert!(
+            !dir.path().join("image.sif").exists(),
+            "{name}: an image was written"
+        );
+    }
 }

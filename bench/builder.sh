@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Times the builder's two heavy steps side by side with the standard tools,
-# in one run, and prints farm-bench's figures and ratios (A = sifhub):
+# in one run, and prints the median times and their ratio (A = sifhub):
 #   1. pull + unpack the Debian bookworm minbase image from a local
 #      docker-registry, cold cache   vs  skopeo copy + umoci unpack
 #   2. squash that root (gzip)       vs  bare mksquashfs, same options
-# Needs: farm-bench, docker-registry, skopeo, umoci, squashfs-tools (and the
+# Needs: hyperfine, docker-registry, skopeo, umoci, squashfs-tools (and the
 # fixtures of tests/registry/seed.sh, which it builds when missing). As root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sifhub/target}
 runs=${RUNS:-5}
+source bench/lib.sh
 
+bash scripts/install-deps.sh bench
 bash tests/registry/seed.sh >/dev/null
 fixtures=${SIFHUB_FIXTURES:-$HOME/.cache/sifhub-fixtures}
 cargo build --release --quiet -p sifhub-builder --example bench_steps
@@ -35,13 +37,11 @@ for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break
 skopeo copy --quiet --dest-tls-verify=false "oci:$fixtures/oci:debian" "docker://127.0.0.1:$port/debian:bookworm"
 ref=127.0.0.1:$port/debian:bookworm
 
-echo "== pull + unpack $ref (cold cache): sifhub (A) vs skopeo copy + umoci unpack (B)"
-farm-bench -n "$runs" --timeout 900 \
-  --vs "sh -c 'rm -rf $work/b && mkdir -p $work/b && skopeo copy --quiet --src-tls-verify=false docker://$ref oci:$work/b/layout:x && umoci unpack --image $work/b/layout:x $work/b/bundle >/dev/null'" \
-  -- sh -c "rm -rf $work/a && $bin pull-unpack $ref $work/a/root $work/a/cache 2>/dev/null"
+compare "pull + unpack $ref, cold cache: sifhub vs skopeo copy + umoci unpack" "$runs" \
+  "sh -c 'rm -rf $work/a && $bin pull-unpack $ref $work/a/root $work/a/cache 2>/dev/null'" \
+  "sh -c 'rm -rf $work/b && mkdir -p $work/b && skopeo copy --quiet --src-tls-verify=false docker://$ref oci:$work/b/layout:x && umoci unpack --image $work/b/layout:x $work/b/bundle >/dev/null'"
 
-echo "== squash the same root, gzip: sifhub (A) vs mksquashfs (B)"
 rm -rf "$work/a" && "$bin" pull-unpack "$ref" "$work/root" "$work/cache" 2>/dev/null
-farm-bench -n "$runs" --timeout 900 \
-  --vs "mksquashfs $work/root $work/b.sqfs -noappend -comp gzip -quiet" \
-  -- "$bin" squash "$work/root" "$work/a.sqfs"
+compare "squash the same root, gzip: sifhub vs mksquashfs" "$runs" \
+  "$bin squash $work/root $work/a.sqfs" \
+  "mksquashfs $work/root $work/b.sqfs -noappend -comp gzip -quiet"

@@ -2,19 +2,23 @@
 # Installs the Debian packages a sifhub role needs, only those missing.
 #   scripts/install-deps.sh serve   what `sifhub serve` and its builder use
 #   scripts/install-deps.sh test    that, plus everything the test suite uses
+#   scripts/install-deps.sh bench   that, plus the tools bench/ compares against
 set -euo pipefail
-role=${1:?usage: install-deps.sh serve|test}
+role=${1:?usage: install-deps.sh serve|test|bench}
 
 # The builder shells out to these at build time.
 serve_pkgs=(ca-certificates squashfs-tools slirp4netns)
 # Real components the tests run against (see ARCHITECTURE.md, "Testing").
 test_pkgs=(python3 git siftool golang-go golang-github-apptainer-container-library-client-dev
-  docker-registry skopeo umoci busybox-static debootstrap apache2-utils jq postgresql)
+  docker-registry skopeo umoci busybox-static debootstrap apache2-utils jq postgresql curl)
+# What the benchmarks time, and the standard tools they compare with.
+bench_pkgs=(hyperfine wrk nginx-light)
 
 case $role in
   serve) want=("${serve_pkgs[@]}") ;;
   test) want=("${serve_pkgs[@]}" "${test_pkgs[@]}") ;;
-  *) echo "install-deps.sh: unknown role $role (expected serve or test)" >&2; exit 2 ;;
+  bench) want=("${serve_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "install-deps.sh: unknown role $role (expected serve, test or bench)" >&2; exit 2 ;;
 esac
 
 missing=()

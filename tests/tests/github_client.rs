@@ -738,3 +738,154 @@ async fn push_payloads_have_github_shape() {
     assert_eq!(created["installation"]["id"], installation);
     assert_eq!(created["repositories"][0]["id"], repo.id);
 }
+
+#[tokio::test]
+async fn standin_serves_contents_zipball_repository_and_check_runs() {
+    let standin = GitHubStandIn::start().await;
+    let installation = standin.create_installation("octo");
+    let repo = standin.create_repo("octo", "recipes", true, Some(installation));
+    let sha = fill(&repo);
+    let base = standin.base_url();
+    let http = reqwest::Client::new();
+    let token = standin.plain_token();
+
+    // Private: 404 anonymously, found with the token.
+    let url = format!("{base}/repos/octo/recipes");
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
+    let answer: serde_json::Value = http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["full_name"], "octo/recipes");
+    assert_eq!(answer["id"], repo.id);
+
+    // A file's contents come base64-encoded; a folder lists its entries.
+    let file: serde_json::Value = http
+        .get(format!(
+            "{base}/repos/octo/recipes/contents/envs/tools/Singularity.v2?ref={sha}"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(file["type"], "file");
+    let content: String = file["content"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .filter(|c| *c != '\n')
+        .collect();
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(content)
+        .unwrap();
+    assert_eq!(decoded, b"Bootstrap: docker\nFrom: debian:12\n");
+    let folder: serde_json::Value = http
+        .get(format!("{base}/repos/octo/recipes/contents/envs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<(&str, &str)> = folder
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["path"].as_str().unwrap(), e["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("envs/data", "dir"), ("envs/tools", "dir")]);
+
+    // The zipball, by branch name, through the codeload redirect.
+    let zip = http
+        .get(format!("{base}/repos/octo/recipes/zipball/main"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zip.status(), 200);
+    let zip = zip.bytes().await.unwrap();
+    assert!(zip.starts_with(b"PK\x03\x04"));
+    let member = format!("octo-recipes-{}/envs/tools/Singularity.v2", &sha[..7]);
+    assert!(zip.windows(member.len()).any(|w| w == member.as_bytes()));
+
+    // Check runs: Apps only; created, updated, completed in order.
+    let checks = format!("{base}/repos/octo/recipes/check-runs");
+    let body = serde_json::json!({"name": "sifhub/Singularity", "head_sha": sha});
+    let refused = http
+        .post(&checks)
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let key = AppKey::load(standin.app_id(), standin.app_key_file()).unwrap();
+    let minted: serde_json::Value = http
+        .post(format!(
+            "{base}/app/installations/{installation}/access_tokens"
+        ))
+        .bearer_auth(key.jwt(std::time::SystemTime::now()).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let installation_token = minted["token"].as_str().unwrap();
+    let created: serde_json::Value = http
+        .post(&checks)
+        .bearer_auth(installation_token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(created["status"], "queued");
+    for update in [
+        serde_json::json!({"status": "in_progress", "details_url": "http://hub.test/b/1"}),
+        serde_json::json!({"conclusion": "success"}),
+    ] {
+        let answer = http
+            .patch(format!("{checks}/{id}"))
+            .bearer_auth(installation_token)
+            .json(&update)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let runs = standin.check_runs();
+    let seen: Vec<(&str, &str, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r.action.as_str(),
+                r.state["status"].as_str().unwrap(),
+                r.state["details_url"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("created", "queued", ""),
+            ("updated", "in_progress", "http://hub.test/b/1"),
+            ("updated", "completed", "http://hub.test/b/1"),
+        ]
+    );
+    assert_eq!(runs[2].state["conclusion"], "success");
+    assert!(runs.iter().all(|r| r.id == id && r.repo == "octo/recipes"));
+}

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use crate::git::ZERO_SHA;
 use crate::github::StandInRepo;
 
-/// GitHub lists at most this many commits in a push payload; the hub reads
-/// the tree for longer pushes.
+/// Commits a push payload lists by default: the cap GitHub documents for
+/// push events (the "20 commits a payload lists").
 pub const PUSH_PAYLOAD_COMMITS: usize = 20;
 
 /// The sender every payload names.
@@ -172,6 +172,19 @@ fn commit_json(repo: &StandInRepo, sha: &str) -> Value {
 /// from the repository: the newest [`PUSH_PAYLOAD_COMMITS`], oldest first,
 /// each with its `added`/`modified`/`removed` files.
 pub fn push_payload(repo: &StandInRepo, git_ref: &str, before: &str, after: &str) -> Value {
+    push_payload_listing(repo, git_ref, before, after, PUSH_PAYLOAD_COMMITS)
+}
+
+/// [`push_payload`] listing at most `max_commits` commits. GitHub documents
+/// 20 for timeline events and a larger cap for webhook deliveries, so the
+/// hub must not rely on one number.
+pub fn push_payload_listing(
+    repo: &StandInRepo,
+    git_ref: &str,
+    before: &str,
+    after: &str,
+    max_commits: usize,
+) -> Value {
     let full_ref = if git_ref.starts_with("refs/") {
         git_ref.to_owned()
     } else {
@@ -185,8 +198,8 @@ pub fn push_payload(repo: &StandInRepo, git_ref: &str, before: &str, after: &str
     } else {
         repo.git.commits_between(before, after, &full_ref)
     };
-    if commits.len() > PUSH_PAYLOAD_COMMITS {
-        commits.drain(..commits.len() - PUSH_PAYLOAD_COMMITS);
+    if commits.len() > max_commits {
+        commits.drain(..commits.len() - max_commits);
     }
     let commits: Vec<Value> = commits.iter().map(|sha| commit_json(repo, sha)).collect();
     let head_commit = if deleted {

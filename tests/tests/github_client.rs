@@ -712,6 +712,14 @@ async fn push_payloads_have_github_shape() {
         shas[5..].iter().map(String::as_str).collect::<Vec<_>>()
     );
     assert_eq!(push["commits"][0]["added"], serde_json::json!(["file-5"]));
+    let push = webhook::push_payload_listing(&repo, "long", &shas[0], &shas[24], 3);
+    let listed: Vec<&str> = push["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [&shas[22], &shas[23], &shas[24]]);
 
     // A force push, a deletion, a tag.
     repo.git.git(&["reset", "-q", "--hard", &shas[10]]);

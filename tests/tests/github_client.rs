@@ -416,10 +416,12 @@ async fn installation_repositories_are_read_over_all_pages() {
     let installation = standin.create_installation("octo");
     let other = standin.create_installation("someone-else");
     let mut expected = Vec::new();
+    let mut made = Vec::new();
     for i in 0..5 {
         let repo =
             standin.create_repo("octo", &format!("repo-{i}"), i % 2 == 0, Some(installation));
         expected.push((repo.id, repo.name.clone(), repo.private));
+        made.push(repo);
     }
     standin.create_repo("someone-else", "theirs", false, Some(other));
     standin.set_max_per_page(2);
@@ -439,10 +441,30 @@ async fn installation_repositories_are_read_over_all_pages() {
         .all(|r| r.owner == "octo" && r.default_branch == "main"));
     let pages = standin.requests_to("/installation/repositories");
     assert_eq!(pages.len(), 3, "{pages:#?}");
+    assert!(pages[1].path.ends_with("page=2") && pages[2].path.ends_with("page=3"));
     assert!(pages[0].path.contains("per_page=100"), "{pages:#?}");
     assert!(pages
         .iter()
         .all(|p| p.auth == AuthKind::Installation(installation)));
+
+    // A repository taken out of the installation is no longer listed, and
+    // its private sources are out of the installation's reach.
+    let sha = fill(&made[0]);
+    standin.remove_from_installation(&made[0]);
+    let names: Vec<String> = client
+        .installation_repositories(installation)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["repo-1", "repo-2", "repo-3", "repo-4"]);
+    let gone = RepoRef {
+        installation_id: Some(installation),
+        ..repo_ref(&made[0], false)
+    };
+    let err = client.tree(&gone, &sha).await.unwrap_err().to_string();
+    assert!(err.contains("404"), "{err}");
 
     // The installation itself, as the App sees it.
     let key = AppKey::load(standin.app_id(), standin.app_key_file()).unwrap();

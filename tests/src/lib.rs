@@ -4,6 +4,7 @@
 
 pub mod git;
 pub mod github;
+pub mod hub;
 pub mod postgres;
 pub mod registry;
 pub mod webhook;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::db::{redact_url, Db, DbError};
 use crate::queue::Queue;
+use crate::storage::{Storage, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -33,6 +34,8 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// What every request handler can reach.
@@ -41,6 +44,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub queue: Queue,
+    pub storage: Storage,
 }
 
 /// The hub's routes.
@@ -48,6 +52,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(crate::api::routes())
         .with_state(state)
 }
 
@@ -79,6 +84,8 @@ impl Server {
         let database_url = config.resolved_database_url();
         let db = Db::connect(&database_url).await?;
         tracing::info!("database: {}", redact_url(&database_url));
+        let storage = Storage::open(&config.resolved_storage_url())?;
+        tracing::info!("storage: {}", storage.describe());
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -90,6 +97,7 @@ impl Server {
             config: Arc::new(config.clone()),
             queue: Queue::new(db.clone()),
             db,
+            storage,
         };
         Ok(Self {
             listener,

@@ -4,7 +4,7 @@
 //! private images answer 404; with S3 storage the hub redirects to a signed
 //! URL. The lookups behind it run on SQLite and PostgreSQL.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -180,8 +180,15 @@ fn request(method: &str, url: &str, headers: &[&str]) -> (u16, Vec<(String, Stri
         body_file.display().to_string(),
     ];
     if method == "HEAD" {
-        args.push("-I".to_owned());
-        args.retain(|a| a != "-X" && a != "HEAD");
+        // curl -I writes the headers where the body would go: no -o.
+        args = vec![
+            "-sS".to_owned(),
+            "-I".to_owned(),
+            "-D".to_owned(),
+            header_file.display().to_string(),
+            "-o".to_owned(),
+            "/dev/null".to_owned(),
+        ];
     }
     for header in headers {
         args.push("-H".to_owned());
@@ -286,9 +293,18 @@ async fn downloads_from_a_local_folder() {
     );
 
     // HEAD: the same headers, no body.
-    let (status, headers, body) = request("HEAD", &by_digest, &[]);
+    let (status, headers, _) = request("HEAD", &by_digest, &[]);
     assert_eq!(status, 200);
-    assert!(body.is_empty());
+    let mut stream = std::net::TcpStream::connect(&hub.addr).unwrap();
+    write!(
+        stream,
+        "HEAD /download/sha256/{hex} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        hub.addr
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    assert!(raw.ends_with("\r\n\r\n"), "HEAD sent a body: {raw}");
     assert_eq!(
         header(&headers, "content-length"),
         Some(size.to_string().as_str())
@@ -389,7 +405,7 @@ async fn downloads_from_a_local_folder() {
     // Unknown, malformed and private: 404.
     for path in [
         format!("/download/sha256/{}", "0".repeat(64)),
-        "/download/sha256/../../etc/passwd".to_owned(),
+        "/download/sha256/..%2F..%2Fetc%2Fpasswd".to_owned(),
         "/download/sha256/xyz".to_owned(),
         "/download/alice/tools/lolcow:nosuchtag".to_owned(),
         "/download/alice/tools/nosuch".to_owned(),

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::db::{redact_url, Db, DbError};
 use crate::github::{GitHubApi, GitHubClient, GitHubError};
 use crate::queue::Queue;
+use crate::storage::{Storage, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -36,6 +37,8 @@ pub enum ServeError {
     Database(#[from] DbError),
     #[error(transparent)]
     GitHub(#[from] GitHubError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// What every request handler can reach.
@@ -45,6 +48,7 @@ pub struct AppState {
     pub db: Db,
     pub queue: Queue,
     pub github: Arc<dyn GitHubApi>,
+    pub storage: Storage,
 }
 
 /// The hub's routes.
@@ -52,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(crate::api::routes())
         .with_state(state)
 }
 
@@ -85,6 +90,8 @@ impl Server {
         tracing::info!("database: {}", redact_url(&database_url));
         let github = GitHubClient::from_config(config)?;
         tracing::info!("github: {}", github.mode());
+        let storage = Storage::open(&config.resolved_storage_url())?;
+        tracing::info!("storage: {}", storage.describe());
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -97,6 +104,7 @@ impl Server {
             queue: Queue::new(db.clone()),
             db,
             github: Arc::new(github),
+            storage,
         };
         Ok(Self {
             listener,

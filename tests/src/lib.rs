@@ -7,6 +7,7 @@ pub mod github;
 pub mod hub;
 pub mod postgres;
 pub mod registry;
+pub mod s3;
 pub mod webhook;
 
 use std::path::{Path, PathBuf};

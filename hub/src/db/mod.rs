@@ -44,6 +44,7 @@ use sqlx::{ConnectOptions as _, Connection as _};
 mod catalog;
 mod deliveries;
 mod images;
+mod lookup;
 mod migrate;
 mod tokens;
 

@@ -1,0 +1,13 @@
+//! The hub's HTTP APIs, each in its own file, merged into
+//! [`crate::serve::router`].
+
+use axum::Router;
+
+use crate::serve::AppState;
+
+pub mod download;
+
+/// Every API route.
+pub fn routes() -> Router<AppState> {
+    Router::new().merge(download::routes())
+}

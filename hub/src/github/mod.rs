@@ -4,6 +4,10 @@
 //! configurable base URL (github.com, GitHub Enterprise, the test
 //! stand-in); webhooks come the other way (see `hub/src/api/webhook.rs`).
 
+pub mod discovery;
+pub mod scan;
+pub mod webhook;
+
 use std::pin::Pin;
 
 use bytes::Bytes;

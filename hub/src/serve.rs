@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::db::{redact_url, Db, DbError};
+use crate::github::{GitHubApi, GitHubClient, GitHubError};
 use crate::queue::Queue;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
 }
 
 /// What every request handler can reach.
@@ -41,6 +44,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub queue: Queue,
+    pub github: Arc<dyn GitHubApi>,
 }
 
 /// The hub's routes.
@@ -80,6 +84,8 @@ impl Server {
         let database_url = config.resolved_database_url();
         let db = Db::connect(&database_url).await?;
         tracing::info!("database: {}", redact_url(&database_url));
+        let github = GitHubClient::from_config(config)?;
+        tracing::info!("github: {}", github.mode());
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -91,7 +97,14 @@ impl Server {
             config: Arc::new(config.clone()),
             queue: Queue::new(db.clone()),
             db,
+            github: Arc::new(github),
         };
+        // Repository scans pending from before a restart are picked up too.
+        crate::github::scan::spawn_scanner(
+            state.queue.clone(),
+            state.github.clone(),
+            config.resolved_public_url(),
+        );
         Ok(Self {
             listener,
             router: router(state),

@@ -10,10 +10,15 @@ use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use sifhub::config::{Config, Secret};
 use sifhub::db::Db;
+use sifhub::github::scan::run_pending_scans;
 use sifhub::github::webhook::sign;
+use sifhub::github::{GitHubApi, GitHubClient};
 use sifhub::queue::{BuildStatus, Queue};
 use sifhub::serve::{router, AppState};
+use sifhub_tests::git::ZERO_SHA;
+use sifhub_tests::github::GitHubStandIn;
 use sifhub_tests::postgres::{both_backends, sqlite_database};
+use sifhub_tests::webhook;
 use tower::ServiceExt as _;
 
 const APP_SECRET: &str = "app-webhook-secret";
@@ -22,6 +27,7 @@ const REPO_ID: i64 = 1001;
 
 struct Hub {
     state: AppState,
+    standin: GitHubStandIn,
 }
 
 struct Answer {
@@ -32,17 +38,24 @@ struct Answer {
 impl Hub {
     async fn new(url: &str) -> Hub {
         let db = Db::connect(url).await.unwrap();
+        let standin = GitHubStandIn::start().await;
         let config = Config {
             github_webhook_secret: Some(Secret::new(APP_SECRET)),
             public_url: Some("https://hub.example".to_owned()),
+            github_api_url: standin.base_url(),
+            github_app_id: Some(standin.app_id()),
+            github_app_key_file: Some(standin.app_key_file().to_owned()),
             ..Config::default()
         };
+        let github: Arc<dyn GitHubApi> = Arc::new(GitHubClient::from_config(&config).unwrap());
         Hub {
             state: AppState {
                 config: Arc::new(config),
                 queue: Queue::new(db.clone()),
                 db,
+                github,
             },
+            standin,
         }
     }
 
@@ -125,7 +138,7 @@ impl Hub {
                 }
             }
         }
-        all.sort();
+        all.sort_by(|a, b| (&a.0, &a.1, &a.2, &a.3).cmp(&(&b.0, &b.1, &b.2, &b.3)));
         all
     }
 
@@ -891,4 +904,159 @@ async fn admin_repo_add_then_a_plain_delivery_signed_with_the_printed_secret_que
         )
         .await;
     assert_eq!(nobody.status, StatusCode::NOT_FOUND);
+}
+
+/// Waits until the stand-in holds `count` statuses (they are posted in the
+/// background after the answer).
+async fn statuses(hub: &Hub, count: usize) -> Vec<sifhub_tests::github::RecordedStatus> {
+    for _ in 0..200 {
+        let statuses = hub.standin.statuses();
+        if statuses.len() >= count {
+            return statuses;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "expected {count} statuses, got {:?}",
+        hub.standin.statuses()
+    );
+}
+
+#[tokio::test]
+async fn the_first_push_and_a_long_push_list_the_tree_and_build_every_recipe() {
+    on_both("webhook_scan", |hub| async move {
+        // The hub served over real HTTP; GitHub is the stand-in, whose
+        // sender signs and delivers as GitHub does.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/webhooks/github", listener.local_addr().unwrap());
+        let app = router(hub.state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let installation = hub.standin.create_installation("alice");
+        let repo = hub
+            .standin
+            .create_repo("alice", "analysis", false, Some(installation));
+        let app_id = hub.standin.app_id();
+        let (status, body) = webhook::deliver(
+            &url,
+            "installation",
+            &webhook::installation_payload("created", installation, "alice", app_id, &[&repo]),
+            Some(APP_SECRET),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+
+        // The repository already holds two recipes; the first push touches neither.
+        repo.git
+            .write("Singularity", "Bootstrap: docker\nFrom: alpine\n");
+        repo.git.write(
+            "envs/tools/Singularity.v2",
+            "Bootstrap: docker\nFrom: debian\n",
+        );
+        let base = repo.git.commit("recipes");
+        repo.git.write("README.md", "hello\n");
+        let head = repo.git.commit("readme");
+        let (status, body) = webhook::deliver(
+            &url,
+            "push",
+            &webhook::push_payload(&repo, "main", &base, &head),
+            Some(APP_SECRET),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert!(answer["scan"].is_i64(), "{answer}");
+        assert_eq!(
+            hub.build_count().await,
+            0,
+            "the answer does not wait for GitHub"
+        );
+
+        let github = hub.state.github.clone();
+        let done = run_pending_scans(&hub.state.queue, &github, "https://hub.example")
+            .await
+            .unwrap();
+        assert_eq!(done, 1);
+        let builds = hub.builds().await;
+        let built: Vec<(&str, &str, &str)> = builds
+            .iter()
+            .map(|b| (b.0.as_str(), b.1.as_str(), b.3.as_str()))
+            .collect();
+        assert_eq!(
+            built,
+            [
+                ("analysis:latest", "Singularity", head.as_str()),
+                ("tools:v2", "envs/tools/Singularity.v2", head.as_str())
+            ]
+        );
+        let scan = hub
+            .db()
+            .find_scan(answer["scan"].as_i64().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(scan.done_at.is_some());
+        assert!(
+            scan.outcome
+                .as_deref()
+                .unwrap()
+                .contains("queued 2 build(s)"),
+            "{scan:?}"
+        );
+        // Each queued build got its pending status, linking to its page.
+        let posted = statuses(&hub, 2).await;
+        let mut contexts: Vec<(&str, &str, &str)> = posted
+            .iter()
+            .map(|s| (s.context.as_str(), s.state.as_str(), s.sha.as_str()))
+            .collect();
+        contexts.sort();
+        assert_eq!(
+            contexts,
+            [
+                ("sifhub/Singularity", "pending", head.as_str()),
+                ("sifhub/envs/tools/Singularity.v2", "pending", head.as_str())
+            ]
+        );
+        assert!(posted.iter().all(|s| s
+            .target_url
+            .as_deref()
+            .unwrap()
+            .starts_with("https://hub.example/builds/")));
+
+        // A push of 21 commits, changing a third recipe early on: the payload
+        // lists only the last 20, so the hub lists the tree.
+        repo.git
+            .write("extra/base.def", "Bootstrap: docker\nFrom: busybox\n");
+        repo.git.commit("extra recipe");
+        for i in 0..20 {
+            repo.git.write("README.md", format!("line {i}\n"));
+            repo.git.commit(&format!("readme {i}"));
+        }
+        let long_head = repo.git.head();
+        let payload = webhook::push_payload(&repo, "main", &head, &long_head);
+        assert_eq!(payload["commits"].as_array().unwrap().len(), 20);
+        let (status, body) = webhook::deliver(&url, "push", &payload, Some(APP_SECRET)).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(
+            run_pending_scans(&hub.state.queue, &github, "https://hub.example")
+                .await
+                .unwrap(),
+            1
+        );
+        let builds = hub.builds().await;
+        let at_long_head: Vec<&str> = builds
+            .iter()
+            .filter(|b| b.3 == long_head)
+            .map(|b| b.0.as_str())
+            .collect();
+        assert_eq!(at_long_head, ["analysis:latest", "extra:base", "tools:v2"]);
+
+        // A branch deletion builds nothing.
+        let payload = webhook::push_payload(&repo, "main", &long_head, ZERO_SHA);
+        let (status, body) = webhook::deliver(&url, "push", &payload, Some(APP_SECRET)).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("was deleted"), "{body}");
+        assert!(hub.db().pending_scans().await.unwrap().is_empty());
+    })
+    .await;
 }

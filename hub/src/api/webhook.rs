@@ -30,11 +30,12 @@ use crate::db::{
     Repository, RepositorySettings, Timestamp, WriteTx,
 };
 use crate::github::discovery::{needs_tree_listing, resolve_conflicts, ChangeSet};
-use crate::github::scan::{queue_recipes_in, QueuedBuild, TX_RETRIES};
+use crate::github::scan::{post_queued_statuses, queue_recipes_in, QueuedBuild, TX_RETRIES};
 use crate::github::webhook::{
     verify_signature, InstallationEvent, InstallationRepositoriesEvent, PayloadRepository,
     PushEvent, SignatureError,
 };
+use crate::github::RepoRef;
 use crate::serve::AppState;
 
 /// GitHub never sends a larger payload.
@@ -203,6 +204,8 @@ enum Plan {
 
 struct PushPlan {
     repository: Repository,
+    /// How to reach it on GitHub, for commit statuses.
+    repo_ref: RepoRef,
     sha: String,
     branch: String,
     commit_count: usize,
@@ -323,8 +326,15 @@ async fn plan_push(state: &AppState, push: PushEvent, mode: Mode) -> Result<Plan
             "branch {branch} is not configured to build (builds: {configured})"
         )));
     }
+    let (owner, name) = (repository.owner.clone(), repository.name.clone());
     Ok(Plan::Push(PushPlan {
         repository,
+        // App deliveries name the installation; plain ones use the hub's token.
+        repo_ref: RepoRef {
+            owner,
+            name,
+            installation_id: push.installation.as_ref().map(|i| i.id),
+        },
         sha: push.after.clone(),
         branch: branch.to_owned(),
         commit_count: push.commits.len(),
@@ -428,6 +438,15 @@ async fn deliver(
             .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         tracing::info!("webhook {event} {delivery}: {}", done.outcome);
+        if let Plan::Push(push) = &plan {
+            post_queued_statuses(
+                state.github.clone(),
+                push.repo_ref.clone(),
+                push.sha.clone(),
+                done.builds.clone(),
+                state.config.resolved_public_url(),
+            );
+        }
         return Ok(respond(delivery, done, false));
     }
     Err(refuse(

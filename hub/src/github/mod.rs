@@ -4,9 +4,13 @@
 //! configurable base URL (github.com, GitHub Enterprise, the test
 //! stand-in); webhooks come the other way (see `hub/src/api/webhook.rs`).
 
+pub mod app;
+mod client;
 pub mod discovery;
 pub mod scan;
 pub mod webhook;
+
+pub use client::GitHubClient;
 
 use std::pin::Pin;
 

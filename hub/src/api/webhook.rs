@@ -198,7 +198,7 @@ enum Plan {
         status: StatusCode,
         reason: String,
     },
-    Push(PushPlan),
+    Push(Box<PushPlan>),
     Installation(InstallationPlan),
 }
 
@@ -327,7 +327,7 @@ async fn plan_push(state: &AppState, push: PushEvent, mode: Mode) -> Result<Plan
         )));
     }
     let (owner, name) = (repository.owner.clone(), repository.name.clone());
-    Ok(Plan::Push(PushPlan {
+    Ok(Plan::Push(Box::new(PushPlan {
         repository,
         // App deliveries name the installation; plain ones use the hub's token.
         repo_ref: RepoRef {
@@ -340,7 +340,7 @@ async fn plan_push(state: &AppState, push: PushEvent, mode: Mode) -> Result<Plan
         commit_count: push.commits.len(),
         changes: crate::github::discovery::change_set(&push.commits),
         new_default_branch,
-    }))
+    })))
 }
 
 fn plan_installation(event: InstallationEvent) -> Plan {

@@ -1060,3 +1060,44 @@ async fn the_first_push_and_a_long_push_list_the_tree_and_build_every_recipe() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_scan_github_refuses_is_retried_then_given_up() {
+    on_both("webhook_scan_failure", |hub| async move {
+        // Installed in the hub, unknown to GitHub: listing its tree fails.
+        hub.install().await;
+        let first = hub
+            .app(
+                "push",
+                "gone",
+                &push(
+                    "refs/heads/main",
+                    "n1",
+                    vec![commit("n1", &["Singularity"], &[], &[])],
+                ),
+            )
+            .await;
+        let scan_id = first.body["scan"].as_i64().unwrap();
+        let github = hub.state.github.clone();
+        for attempt in 1..=5 {
+            let done = run_pending_scans(&hub.state.queue, &github, "https://hub.example")
+                .await
+                .unwrap();
+            let scan = hub.db().find_scan(scan_id).await.unwrap().unwrap();
+            assert_eq!(scan.attempts, attempt);
+            assert!(
+                scan.outcome
+                    .as_deref()
+                    .unwrap()
+                    .contains("listing the tree failed"),
+                "{scan:?}"
+            );
+            // Given up after the fifth try, not before.
+            assert_eq!(done, usize::from(attempt == 5));
+            assert_eq!(scan.done_at.is_some(), attempt == 5);
+        }
+        assert!(hub.db().pending_scans().await.unwrap().is_empty());
+        assert_eq!(hub.build_count().await, 0);
+    })
+    .await;
+}

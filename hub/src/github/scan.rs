@@ -247,7 +247,7 @@ async fn run_scan(
             return Ok(give_up);
         }
     };
-    let (recipes, _) = resolve_conflicts(&repository.name, &tree.paths);
+    let (recipes, conflicts) = resolve_conflicts(&repository.name, &tree.paths);
     let present: BTreeSet<&String> = tree.paths.iter().collect();
     let removed: BTreeSet<String> = db
         .list_recipes(repository.id)
@@ -276,11 +276,12 @@ async fn run_scan(
             now,
         )
         .await;
-        let queued = match result {
+        let mut queued = match result {
             Ok(queued) => queued,
             Err(e) if is_unique_violation(&e) => continue,
             Err(e) => return Err(query("queue recipes")(e)),
         };
+        queued.conflicts.splice(0..0, conflicts.iter().cloned());
         let mut outcome = format!("listed {} files; {}", tree.paths.len(), queued.summary());
         if tree.truncated {
             outcome.push_str("; GitHub truncated the listing: recipes beyond it were not found");

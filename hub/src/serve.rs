@@ -51,6 +51,33 @@ pub struct AppState {
     pub storage: Storage,
 }
 
+impl AppState {
+    /// Opens what the configuration names: the data folder, the database
+    /// (migrated), GitHub and storage, each logged in one line.
+    pub async fn open(config: &Config) -> Result<Self, ServeError> {
+        for dir in [config.data_dir.clone(), config.storage_dir()] {
+            std::fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let database_url = config.resolved_database_url();
+        let db = Db::connect(&database_url).await?;
+        tracing::info!("database: {}", redact_url(&database_url));
+        let github = GitHubClient::from_config(config)?;
+        tracing::info!("github: {}", github.mode());
+        let storage = Storage::open(&config.resolved_storage_url())?;
+        tracing::info!("storage: {}", storage.describe());
+        Ok(AppState {
+            config: Arc::new(config.clone()),
+            queue: Queue::new(db.clone()),
+            db,
+            github: Arc::new(github),
+            storage,
+        })
+    }
+}
+
 /// The hub's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -79,19 +106,7 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
-        for dir in [config.data_dir.clone(), config.storage_dir()] {
-            std::fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        let database_url = config.resolved_database_url();
-        let db = Db::connect(&database_url).await?;
-        tracing::info!("database: {}", redact_url(&database_url));
-        let github = GitHubClient::from_config(config)?;
-        tracing::info!("github: {}", github.mode());
-        let storage = Storage::open(&config.resolved_storage_url())?;
-        tracing::info!("storage: {}", storage.describe());
+        let state = AppState::open(config).await?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -99,13 +114,12 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
-        let state = AppState {
-            config: Arc::new(config.clone()),
-            queue: Queue::new(db.clone()),
-            db,
-            github: Arc::new(github),
-            storage,
-        };
+        // Repository scans pending from before a restart are picked up too.
+        crate::github::scan::spawn_scanner(
+            state.queue.clone(),
+            state.github.clone(),
+            config.resolved_public_url(),
+        );
         Ok(Self {
             listener,
             router: router(state),

@@ -6,8 +6,11 @@ use axum::Router;
 use crate::serve::AppState;
 
 pub mod download;
+pub mod webhook;
 
 /// Every API route.
 pub fn routes() -> Router<AppState> {
-    Router::new().merge(download::routes())
+    Router::new()
+        .merge(download::routes())
+        .merge(webhook::routes())
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod admin;
 pub mod build;
 pub mod inspect;
 pub mod migrate;
@@ -39,6 +40,8 @@ pub enum Command {
     Exec(run::Args),
     /// Apply the database migrations the database lacks and print them.
     Migrate(migrate::Args),
+    /// Operator commands: repositories in plain webhook mode.
+    Admin(admin::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -51,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Exec(args) => run::exec(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Admin(args) => admin::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,7 +4,7 @@
 
 use sqlx::types::Json;
 
-use super::{is_unique_violation, with_pool, BeginWrite as _, Db, DbError, Timestamp};
+use super::{is_unique_violation, with_pool, with_tx, Db, DbError, Timestamp, WriteTx};
 
 /// Someone who logged in with GitHub.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -201,21 +201,23 @@ impl Db {
         account_login: &str,
         now: Timestamp,
     ) -> Result<Installation, DbError> {
-        with_pool!(self, |pool| {
-            sqlx::query_as(
-                "INSERT INTO github_installations (github_id, account_login, created_at)
-                 VALUES ($1, $2, $3)
-                 ON CONFLICT (github_id) DO UPDATE SET account_login = excluded.account_login,
-                     deleted_at = NULL
-                 RETURNING *",
-            )
-            .bind(github_id)
-            .bind(account_login)
-            .bind(now)
-            .fetch_one(pool)
+        let action = "upsert github installation";
+        let mut tx = self.begin_write().await.map_err(DbError::query(action))?;
+        let installation = upsert_installation_in(&mut tx, github_id, account_login, now)
             .await
+            .map_err(DbError::query(action))?;
+        tx.commit().await?;
+        Ok(installation)
+    }
+
+    pub async fn find_installation(&self, id: i64) -> Result<Option<Installation>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as("SELECT * FROM github_installations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
         })
-        .map_err(DbError::query("upsert github installation"))
+        .map_err(DbError::query("find github installation"))
     }
 
     pub async fn find_installation_by_github_id(
@@ -238,29 +240,13 @@ impl Db {
         github_id: i64,
         now: Timestamp,
     ) -> Result<bool, DbError> {
-        with_pool!(self, |pool| async {
-            let mut tx = pool.begin_write().await?;
-            let deleted = sqlx::query(
-                "UPDATE github_installations SET deleted_at = $2
-                 WHERE github_id = $1 AND deleted_at IS NULL",
-            )
-            .bind(github_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            sqlx::query(
-                "UPDATE repositories SET installation_id = NULL
-                 WHERE installation_id = (SELECT id FROM github_installations WHERE github_id = $1)",
-            )
-            .bind(github_id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(deleted > 0)
-        }
-        .await)
-        .map_err(DbError::query("delete github installation"))
+        let action = "delete github installation";
+        let mut tx = self.begin_write().await.map_err(DbError::query(action))?;
+        let deleted = delete_installation_in(&mut tx, github_id, now)
+            .await
+            .map_err(DbError::query(action))?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     /// Adds a repository; one that exists (same `owner/name`, any case, or
@@ -270,36 +256,44 @@ impl Db {
         repo: &NewRepository,
         now: Timestamp,
     ) -> Result<Repository, DbError> {
-        let result = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "INSERT INTO repositories (github_id, owner, name, default_branch, build_branches,
-                     private, paused, webhook_secret, installation_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 RETURNING *",
-            )
-            .bind(repo.github_id)
-            .bind(&repo.owner)
-            .bind(&repo.name)
-            .bind(&repo.default_branch)
-            .bind(Json(&repo.settings.build_branches))
-            .bind(repo.settings.private)
-            .bind(repo.settings.paused)
-            .bind(&repo.settings.webhook_secret)
-            .bind(repo.installation_id)
-            .bind(now)
-            .fetch_one(pool)
-            .await
-        });
-        result.map_err(|e| {
-            if is_unique_violation(&e) {
-                DbError::AlreadyExists {
-                    what: "repository",
-                    key: format!("{}/{}", repo.owner, repo.name),
-                }
-            } else {
-                DbError::query("insert repository")(e)
+        let result = async {
+            let mut tx = self.begin_write().await?;
+            let inserted = insert_repository_in(&mut tx, repo, now).await?;
+            Ok::<_, sqlx::Error>((tx, inserted))
+        }
+        .await;
+        match result {
+            Ok((tx, inserted)) => {
+                tx.commit().await?;
+                Ok(inserted)
             }
+            Err(e) if is_unique_violation(&e) => Err(DbError::AlreadyExists {
+                what: "repository",
+                key: format!("{}/{}", repo.owner, repo.name),
+            }),
+            Err(e) => Err(DbError::query("insert repository")(e)),
+        }
+    }
+
+    /// Every repository, by `owner/name`.
+    pub async fn list_repositories(&self) -> Result<Vec<Repository>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as("SELECT * FROM repositories ORDER BY lower(owner), lower(name)")
+                .fetch_all(pool)
+                .await
         })
+        .map_err(DbError::query("list repositories"))
+    }
+
+    /// A repository's recipes, by path.
+    pub async fn list_recipes(&self, repository_id: i64) -> Result<Vec<Recipe>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(select_recipes!("r.repository_id = $1 ORDER BY r.path"))
+                .bind(repository_id)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(DbError::query("list recipes"))
     }
 
     /// The repository `owner/name`, compared without case as GitHub does.
@@ -379,45 +373,13 @@ impl Db {
         tag: &str,
         now: Timestamp,
     ) -> Result<Recipe, DbError> {
-        with_pool!(self, |pool| async {
-            let mut tx = pool.begin_write().await?;
-            let container: Container = sqlx::query_as(UPSERT_CONTAINER)
-                .bind(repository_id)
-                .bind(container_name)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-            let (id, created_at, updated_at): (i64, Timestamp, Timestamp) = sqlx::query_as(
-                "INSERT INTO recipes (repository_id, path, container_id, tag, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $5)
-                 ON CONFLICT (repository_id, path) DO UPDATE SET
-                     container_id = excluded.container_id, tag = excluded.tag,
-                     updated_at = CASE
-                         WHEN recipes.container_id = excluded.container_id AND recipes.tag = excluded.tag
-                         THEN recipes.updated_at ELSE excluded.updated_at END
-                 RETURNING id, created_at, updated_at",
-            )
-            .bind(repository_id)
-            .bind(path)
-            .bind(container.id)
-            .bind(tag)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(Recipe {
-                id,
-                repository_id,
-                path: path.to_owned(),
-                container_id: container.id,
-                container_name: container.name,
-                tag: tag.to_owned(),
-                created_at,
-                updated_at,
-            })
-        }
-        .await)
-        .map_err(DbError::query("upsert recipe"))
+        let action = "upsert recipe";
+        let mut tx = self.begin_write().await.map_err(DbError::query(action))?;
+        let recipe = upsert_recipe_in(&mut tx, repository_id, path, container_name, tag, now)
+            .await
+            .map_err(DbError::query(action))?;
+        tx.commit().await?;
+        Ok(recipe)
     }
 
     pub async fn find_recipe(
@@ -477,4 +439,242 @@ impl Db {
         })
         .map_err(DbError::query("find container"))
     }
+}
+
+/// [`Db::upsert_installation`] inside a caller's transaction.
+pub(crate) async fn upsert_installation_in(
+    tx: &mut WriteTx,
+    github_id: i64,
+    account_login: &str,
+    now: Timestamp,
+) -> Result<Installation, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query_as(
+            "INSERT INTO github_installations (github_id, account_login, created_at)
+             VALUES ($1, $2, $3)
+             ON CONFLICT (github_id) DO UPDATE SET account_login = excluded.account_login,
+                 deleted_at = NULL
+             RETURNING *",
+        )
+        .bind(github_id)
+        .bind(account_login)
+        .bind(now)
+        .fetch_one(&mut **conn)
+        .await
+    })
+}
+
+/// [`Db::delete_installation`] inside a caller's transaction.
+pub(crate) async fn delete_installation_in(
+    tx: &mut WriteTx,
+    github_id: i64,
+    now: Timestamp,
+) -> Result<bool, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        let deleted = sqlx::query(
+            "UPDATE github_installations SET deleted_at = $2
+             WHERE github_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(github_id)
+        .bind(now)
+        .execute(&mut **conn)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "UPDATE repositories SET installation_id = NULL
+             WHERE installation_id = (SELECT id FROM github_installations WHERE github_id = $1)",
+        )
+        .bind(github_id)
+        .execute(&mut **conn)
+        .await?;
+        Ok(deleted > 0)
+    })
+}
+
+/// [`Db::insert_repository`] inside a caller's transaction; a repository
+/// that exists fails with a unique violation.
+pub(crate) async fn insert_repository_in(
+    tx: &mut WriteTx,
+    repo: &NewRepository,
+    now: Timestamp,
+) -> Result<Repository, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query_as(
+            "INSERT INTO repositories (github_id, owner, name, default_branch, build_branches,
+                 private, paused, webhook_secret, installation_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             RETURNING *",
+        )
+        .bind(repo.github_id)
+        .bind(&repo.owner)
+        .bind(&repo.name)
+        .bind(&repo.default_branch)
+        .bind(Json(&repo.settings.build_branches))
+        .bind(repo.settings.private)
+        .bind(repo.settings.paused)
+        .bind(&repo.settings.webhook_secret)
+        .bind(repo.installation_id)
+        .bind(now)
+        .fetch_one(&mut **conn)
+        .await
+    })
+}
+
+/// Puts the repository with GitHub id `github_id` (or, not yet known by
+/// id, named `owner/name`) under the installation with internal id
+/// `installation_id`, learning its GitHub id; `None` when there is none.
+pub(crate) async fn attach_repository_in(
+    tx: &mut WriteTx,
+    github_id: i64,
+    owner: &str,
+    name: &str,
+    installation_id: i64,
+) -> Result<Option<Repository>, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query_as(
+            "UPDATE repositories SET installation_id = $4, github_id = $1
+             WHERE github_id = $1
+                OR (github_id IS NULL AND lower(owner) = lower($2) AND lower(name) = lower($3))
+             RETURNING *",
+        )
+        .bind(github_id)
+        .bind(owner)
+        .bind(name)
+        .bind(installation_id)
+        .fetch_optional(&mut **conn)
+        .await
+    })
+}
+
+/// Takes the repository with GitHub id `github_id` away from its
+/// installation (it stays in the catalog and builds nothing); false when
+/// there was none attached.
+pub(crate) async fn detach_repository_in(
+    tx: &mut WriteTx,
+    github_id: i64,
+) -> Result<bool, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "UPDATE repositories SET installation_id = NULL
+             WHERE github_id = $1 AND installation_id IS NOT NULL",
+        )
+        .bind(github_id)
+        .execute(&mut **conn)
+        .await
+        .map(|done| done.rows_affected() > 0)
+    })
+}
+
+/// Records the default branch GitHub reports (an App installation's
+/// repository list does not say it, so pushes correct it).
+pub(crate) async fn set_default_branch_in(
+    tx: &mut WriteTx,
+    repository_id: i64,
+    default_branch: &str,
+) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query("UPDATE repositories SET default_branch = $2 WHERE id = $1")
+            .bind(repository_id)
+            .bind(default_branch)
+            .execute(&mut **conn)
+            .await
+            .map(|_| ())
+    })
+}
+
+/// How many recipes the repository has.
+pub(crate) async fn count_recipes_in(
+    tx: &mut WriteTx,
+    repository_id: i64,
+) -> Result<i64, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query_scalar("SELECT COUNT(*) FROM recipes WHERE repository_id = $1")
+            .bind(repository_id)
+            .fetch_one(&mut **conn)
+            .await
+    })
+}
+
+/// The recipe building `container_name:tag` in the repository, if any.
+pub(crate) async fn find_recipe_for_target_in(
+    tx: &mut WriteTx,
+    repository_id: i64,
+    container_name: &str,
+    tag: &str,
+) -> Result<Option<Recipe>, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query_as(select_recipes!(
+            "r.repository_id = $1 AND c.name = $2 AND r.tag = $3"
+        ))
+        .bind(repository_id)
+        .bind(container_name)
+        .bind(tag)
+        .fetch_optional(&mut **conn)
+        .await
+    })
+}
+
+/// [`Db::upsert_recipe`] inside a caller's transaction.
+pub(crate) async fn upsert_recipe_in(
+    tx: &mut WriteTx,
+    repository_id: i64,
+    path: &str,
+    container_name: &str,
+    tag: &str,
+    now: Timestamp,
+) -> Result<Recipe, sqlx::Error> {
+    with_tx!(tx, |conn| {
+        let container: Container = sqlx::query_as(UPSERT_CONTAINER)
+            .bind(repository_id)
+            .bind(container_name)
+            .bind(now)
+            .fetch_one(&mut **conn)
+            .await?;
+        let (id, created_at, updated_at): (i64, Timestamp, Timestamp) = sqlx::query_as(
+            "INSERT INTO recipes (repository_id, path, container_id, tag, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $5)
+             ON CONFLICT (repository_id, path) DO UPDATE SET
+                 container_id = excluded.container_id, tag = excluded.tag,
+                 updated_at = CASE
+                     WHEN recipes.container_id = excluded.container_id AND recipes.tag = excluded.tag
+                     THEN recipes.updated_at ELSE excluded.updated_at END
+             RETURNING id, created_at, updated_at",
+        )
+        .bind(repository_id)
+        .bind(path)
+        .bind(container.id)
+        .bind(tag)
+        .bind(now)
+        .fetch_one(&mut **conn)
+        .await?;
+        Ok(Recipe {
+            id,
+            repository_id,
+            path: path.to_owned(),
+            container_id: container.id,
+            container_name: container.name,
+            tag: tag.to_owned(),
+            created_at,
+            updated_at,
+        })
+    })
+}
+
+/// Gives the recipe `id` a new path (its file was renamed or moved), keeping
+/// its container, tag and build history.
+pub(crate) async fn move_recipe_in(
+    tx: &mut WriteTx,
+    id: i64,
+    path: &str,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        sqlx::query("UPDATE recipes SET path = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(path)
+            .bind(now)
+            .execute(&mut **conn)
+            .await
+            .map(|_| ())
+    })
 }

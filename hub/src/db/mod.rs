@@ -46,14 +46,23 @@ mod deliveries;
 mod images;
 mod lookup;
 mod migrate;
+mod scans;
 mod tokens;
 
+pub(crate) use catalog::{
+    attach_repository_in, count_recipes_in, delete_installation_in, detach_repository_in,
+    find_recipe_for_target_in, insert_repository_in, move_recipe_in, set_default_branch_in,
+    upsert_installation_in, upsert_recipe_in,
+};
 pub use catalog::{
     Container, Installation, NewRepository, NewUser, Recipe, Repository, RepositorySettings, User,
 };
 pub use deliveries::WebhookDelivery;
+pub(crate) use deliveries::{record_delivery_in, set_delivery_outcome_in};
 pub use images::{Image, NewImage, StoredImage, Tag, TagChange, TagHistoryEntry};
 pub use migrate::AppliedMigration;
+pub use scans::RepositoryScan;
+pub(crate) use scans::{finish_scan_in, request_scan_in};
 pub use tokens::{hash_token, ApiToken, NewToken, TokenScope};
 
 /// How long a SQLite writer waits for another before giving up.
@@ -319,6 +328,38 @@ impl BeginWrite for PgPool {
     }
 }
 
+/// A write transaction on either backend, for work that spans several
+/// store functions (a webhook delivery, the recipes it finds and the builds
+/// it queues commit together). Begun with `BEGIN IMMEDIATE` on SQLite.
+pub struct WriteTx(pub(crate) TxInner);
+
+pub(crate) enum TxInner {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Runs `$body` with `$conn` bound to the transaction's connection
+/// (`&mut *$conn` is an executor), expanded once per backend.
+macro_rules! with_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match &mut $tx.0 {
+            $crate::db::TxInner::Sqlite($conn) => $body,
+            $crate::db::TxInner::Postgres($conn) => $body,
+        }
+    };
+}
+pub(crate) use with_tx;
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self.0 {
+            TxInner::Sqlite(tx) => tx.commit().await,
+            TxInner::Postgres(tx) => tx.commit().await,
+        }
+        .map_err(DbError::query("commit"))
+    }
+}
+
 impl Db {
     /// Opens the database at `url` (`sqlite://PATH`, `postgres://…`) and
     /// applies the migrations it lacks. A SQLite file and its folder are
@@ -405,6 +446,14 @@ impl Db {
         Ok(Self {
             pool: Pool::Postgres(pool),
         })
+    }
+
+    /// Begins a [`WriteTx`]; dropping it uncommitted rolls it back.
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        Ok(WriteTx(match &self.pool {
+            Pool::Sqlite(pool) => TxInner::Sqlite(pool.begin_write().await?),
+            Pool::Postgres(pool) => TxInner::Postgres(pool.begin_write().await?),
+        }))
     }
 
     /// One round trip, for readiness checks.

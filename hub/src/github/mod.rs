@@ -6,6 +6,9 @@
 
 pub mod app;
 mod client;
+pub mod discovery;
+pub mod scan;
+pub mod webhook;
 
 pub use client::GitHubClient;
 

@@ -31,7 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::db::{
-    is_unique_violation, text_enum, with_pool, BeginWrite as _, Db, DbError, Pool, Timestamp,
+    is_unique_violation, text_enum, with_pool, with_tx, BeginWrite as _, Db, DbError, Pool,
+    Timestamp, WriteTx,
 };
 
 mod clock;
@@ -239,52 +240,19 @@ impl Queue {
     /// Queues a build, superseding a queued older build of the same recipe
     /// on the same branch.
     pub async fn enqueue(&self, new: &NewBuild) -> Result<Enqueued, QueueError> {
-        let max_attempts = i64::from(new.max_attempts.max(1));
         for _ in 0..CONFLICT_RETRIES {
             let now = self.now();
-            let result = with_pool!(self.db, |pool| async {
-                // The supersede comes first: it is a write, so SQLite takes
-                // the write lock before anything is read.
-                let mut tx = pool.begin_write().await?;
-                let superseded: Vec<(i64, i64)> = sqlx::query_as(
-                    "UPDATE builds SET status = 'superseded', finished_at = $3,
-                         error = 'superseded by a newer build of this recipe and branch'
-                     WHERE recipe_id = $1 AND branch = $2 AND status = 'queued'
-                     RETURNING id, priority",
-                )
-                .bind(new.recipe_id)
-                .bind(&new.branch)
-                .bind(now)
-                .fetch_all(&mut *tx)
-                .await?;
-                let priority = superseded
-                    .iter()
-                    .map(|(_, p)| *p)
-                    .fold(new.trigger.priority(), i64::max);
-                let build: Build = sqlx::query_as(
-                    "INSERT INTO builds (recipe_id, commit_sha, branch, trigger_kind, priority,
-                         status, queued_at, attempt, max_attempts)
-                     VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7)
-                     RETURNING *",
-                )
-                .bind(new.recipe_id)
-                .bind(&new.commit_sha)
-                .bind(&new.branch)
-                .bind(new.trigger)
-                .bind(priority)
-                .bind(now)
-                .bind(max_attempts)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(Enqueued {
-                    build,
-                    superseded: superseded.into_iter().map(|(id, _)| id).collect(),
-                })
+            let result = async {
+                let mut tx = self.db.begin_write().await?;
+                let enqueued = enqueue_in(&mut tx, new, now).await?;
+                Ok::<_, sqlx::Error>((tx, enqueued))
             }
-            .await);
+            .await;
             match result {
-                Ok(enqueued) => return Ok(enqueued),
+                Ok((tx, enqueued)) => {
+                    tx.commit().await?;
+                    return Ok(enqueued);
+                }
                 // PostgreSQL: a concurrent enqueue (or requeue) of the same
                 // recipe and branch committed first; supersede it on retry.
                 Err(e) if is_unique_violation(&e) => continue,
@@ -544,4 +512,55 @@ fn not_holder(lease: &Lease) -> QueueError {
         worker_id: lease.worker_id.clone(),
         attempt: lease.attempt,
     }
+}
+
+/// [`Queue::enqueue`]'s work inside a caller's transaction, so a build
+/// commits with what caused it (a webhook delivery). On PostgreSQL a
+/// concurrent enqueue of the same recipe and branch may fail this with a
+/// unique violation: the caller retries its whole transaction
+/// ([`is_unique_violation`]).
+pub(crate) async fn enqueue_in(
+    tx: &mut WriteTx,
+    new: &NewBuild,
+    now: Timestamp,
+) -> Result<Enqueued, sqlx::Error> {
+    let max_attempts = i64::from(new.max_attempts.max(1));
+    with_tx!(tx, |conn| {
+        // The supersede comes first: it is a write, so SQLite takes the
+        // write lock before anything is read.
+        let superseded: Vec<(i64, i64)> = sqlx::query_as(
+            "UPDATE builds SET status = 'superseded', finished_at = $3,
+                 error = 'superseded by a newer build of this recipe and branch'
+             WHERE recipe_id = $1 AND branch = $2 AND status = 'queued'
+             RETURNING id, priority",
+        )
+        .bind(new.recipe_id)
+        .bind(&new.branch)
+        .bind(now)
+        .fetch_all(&mut **conn)
+        .await?;
+        let priority = superseded
+            .iter()
+            .map(|(_, p)| *p)
+            .fold(new.trigger.priority(), i64::max);
+        let build: Build = sqlx::query_as(
+            "INSERT INTO builds (recipe_id, commit_sha, branch, trigger_kind, priority,
+                 status, queued_at, attempt, max_attempts)
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7)
+             RETURNING *",
+        )
+        .bind(new.recipe_id)
+        .bind(&new.commit_sha)
+        .bind(&new.branch)
+        .bind(new.trigger)
+        .bind(priority)
+        .bind(now)
+        .bind(max_attempts)
+        .fetch_one(&mut **conn)
+        .await?;
+        Ok(Enqueued {
+            build,
+            superseded: superseded.into_iter().map(|(id, _)| id).collect(),
+        })
+    })
 }

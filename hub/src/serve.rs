@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::db::{redact_url, Db, DbError};
+use crate::github::status::StatusReporter;
 use crate::github::{GitHubApi, GitHubClient, GitHubError};
 use crate::queue::Queue;
 use crate::storage::{Storage, StorageError};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub queue: Queue,
     pub github: Arc<dyn GitHubApi>,
     pub storage: Storage,
+    /// Posts builds' commit statuses, in order.
+    pub statuses: StatusReporter,
 }
 
 impl AppState {
@@ -68,11 +71,13 @@ impl AppState {
         tracing::info!("github: {}", github.mode());
         let storage = Storage::open(&config.resolved_storage_url())?;
         tracing::info!("storage: {}", storage.describe());
+        let github: Arc<dyn GitHubApi> = Arc::new(github);
         Ok(AppState {
             config: Arc::new(config.clone()),
             queue: Queue::new(db.clone()),
             db,
-            github: Arc::new(github),
+            statuses: StatusReporter::spawn(github.clone(), &config.resolved_public_url()),
+            github,
             storage,
         })
     }
@@ -118,7 +123,7 @@ impl Server {
         crate::github::scan::spawn_scanner(
             state.queue.clone(),
             state.github.clone(),
-            config.resolved_public_url(),
+            state.statuses.clone(),
         );
         Ok(Self {
             listener,

@@ -970,7 +970,7 @@ async fn the_first_push_and_a_long_push_list_the_tree_and_build_every_recipe() {
         );
 
         let github = hub.state.github.clone();
-        let done = run_pending_scans(&hub.state.queue, &github, "https://hub.example")
+        let done = run_pending_scans(&hub.state.queue, &github, &hub.state.statuses)
             .await
             .unwrap();
         assert_eq!(done, 1);
@@ -1035,7 +1035,7 @@ async fn the_first_push_and_a_long_push_list_the_tree_and_build_every_recipe() {
         let (status, body) = webhook::deliver(&url, "push", &payload, Some(APP_SECRET)).await;
         assert_eq!(status, 202, "{body}");
         assert_eq!(
-            run_pending_scans(&hub.state.queue, &github, "https://hub.example")
+            run_pending_scans(&hub.state.queue, &github, &hub.state.statuses)
                 .await
                 .unwrap(),
             1
@@ -1077,7 +1077,7 @@ async fn a_scan_github_refuses_is_retried_then_given_up() {
         let scan_id = first.body["scan"].as_i64().unwrap();
         let github = hub.state.github.clone();
         for attempt in 1..=5 {
-            let done = run_pending_scans(&hub.state.queue, &github, "https://hub.example")
+            let done = run_pending_scans(&hub.state.queue, &github, &hub.state.statuses)
                 .await
                 .unwrap();
             let scan = hub.db().find_scan(scan_id).await.unwrap().unwrap();

@@ -30,7 +30,7 @@ use crate::db::{
     Repository, RepositorySettings, Timestamp, WriteTx,
 };
 use crate::github::discovery::{needs_tree_listing, resolve_conflicts, ChangeSet};
-use crate::github::scan::{post_queued_statuses, queue_recipes_in, QueuedBuild, TX_RETRIES};
+use crate::github::scan::{queue_recipes_in, report_queued, QueuedBuild, TX_RETRIES};
 use crate::github::webhook::{
     verify_signature, InstallationEvent, InstallationRepositoriesEvent, PayloadRepository,
     PushEvent, SignatureError,
@@ -439,13 +439,7 @@ async fn deliver(
         tx.commit().await.map_err(internal)?;
         tracing::info!("webhook {event} {delivery}: {}", done.outcome);
         if let Plan::Push(push) = &plan {
-            post_queued_statuses(
-                state.github.clone(),
-                push.repo_ref.clone(),
-                push.sha.clone(),
-                done.builds.clone(),
-                state.config.resolved_public_url(),
-            );
+            report_queued(&state.statuses, &push.repo_ref, &push.sha, &done.builds);
         }
         return Ok(respond(delivery, done, false));
     }

@@ -8,6 +8,7 @@ pub mod app;
 mod client;
 pub mod discovery;
 pub mod scan;
+pub mod status;
 pub mod webhook;
 
 pub use client::GitHubClient;

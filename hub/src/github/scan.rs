@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::discovery::{resolve_conflicts, Conflict, RecipeTarget};
-use super::{CommitStatus, GitHubApi, RepoRef, StatusState};
+use super::status::{BuildReport, BuildStage, StatusReporter};
+use super::{GitHubApi, RepoRef};
 use crate::db::{
     find_recipe_for_target_in, finish_scan_in, is_unique_violation, move_recipe_in,
     upsert_recipe_in, Db, DbError, Repository, RepositoryScan, Timestamp, WriteTx,
@@ -140,51 +141,35 @@ pub async fn repo_ref(db: &Db, repository: &Repository) -> Result<RepoRef, DbErr
     })
 }
 
-/// Posts a `pending` "queued" status for each build, in the background:
-/// the caller (a webhook request) does not wait for GitHub. Failures are
-/// logged; a missing status never stops a build.
-pub fn post_queued_statuses(
-    github: Arc<dyn GitHubApi>,
-    repo: RepoRef,
-    commit_sha: String,
-    builds: Vec<QueuedBuild>,
-    public_url: String,
+/// Reports a "queued" status for each build; returns at once: the caller
+/// (a webhook request) does not wait for GitHub.
+pub fn report_queued(
+    statuses: &StatusReporter,
+    repo: &RepoRef,
+    commit_sha: &str,
+    builds: &[QueuedBuild],
 ) {
-    if builds.is_empty() {
-        return;
+    for build in builds {
+        statuses.report(BuildReport {
+            build_id: build.build_id,
+            repo: repo.clone(),
+            commit_sha: commit_sha.to_owned(),
+            recipe_path: build.recipe_path.clone(),
+            stage: BuildStage::Queued,
+            description: "queued".to_owned(),
+        });
     }
-    tokio::spawn(async move {
-        for build in builds {
-            let status = CommitStatus {
-                state: StatusState::Pending,
-                context: format!("sifhub/{}", build.recipe_path),
-                description: "queued".to_owned(),
-                target_url: Some(format!(
-                    "{}/builds/{}",
-                    public_url.trim_end_matches('/'),
-                    build.build_id
-                )),
-            };
-            if let Err(e) = github.set_status(&repo, &commit_sha, &status).await {
-                tracing::warn!(
-                    "cannot set the queued status of build {} on {}@{commit_sha}: {e}",
-                    build.build_id,
-                    repo.full_name()
-                );
-            }
-        }
-    });
 }
 
 /// Works off the pending scans once; returns how many finished.
 pub async fn run_pending_scans(
     queue: &Queue,
     github: &Arc<dyn GitHubApi>,
-    public_url: &str,
+    statuses: &StatusReporter,
 ) -> Result<usize, ScanError> {
     let mut finished = 0;
     for scan in queue.db().pending_scans().await? {
-        if run_scan(queue, github, public_url, &scan).await? {
+        if run_scan(queue, github, statuses, &scan).await? {
             finished += 1;
         }
     }
@@ -196,11 +181,11 @@ pub async fn run_pending_scans(
 pub fn spawn_scanner(
     queue: Queue,
     github: Arc<dyn GitHubApi>,
-    public_url: String,
+    statuses: StatusReporter,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Err(e) = run_pending_scans(&queue, &github, &public_url).await {
+            if let Err(e) = run_pending_scans(&queue, &github, &statuses).await {
                 tracing::warn!("repository scans: {e}");
             }
             tokio::time::sleep(SCAN_POLL_INTERVAL).await;
@@ -213,7 +198,7 @@ pub fn spawn_scanner(
 async fn run_scan(
     queue: &Queue,
     github: &Arc<dyn GitHubApi>,
-    public_url: &str,
+    statuses: &StatusReporter,
     scan: &RepositoryScan,
 ) -> Result<bool, ScanError> {
     let db = queue.db();
@@ -300,13 +285,7 @@ async fn run_scan(
             repository.full_name(),
             scan.commit_sha
         );
-        post_queued_statuses(
-            Arc::clone(github),
-            repo,
-            scan.commit_sha.clone(),
-            queued.builds,
-            public_url.to_owned(),
-        );
+        report_queued(statuses, &repo, &scan.commit_sha, &queued.builds);
         return Ok(true);
     }
     Err(ScanError::Contended { scan_id: scan.id })

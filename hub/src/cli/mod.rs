@@ -11,6 +11,8 @@ pub mod migrate;
 pub mod parse;
 pub mod run;
 pub mod serve;
+pub mod worker;
+pub mod worker_token;
 
 /// What every subcommand's `run` returns: the exit code, or an error that
 /// `main` prints as `error: …` with its causes.
@@ -39,6 +41,10 @@ pub enum Command {
     Exec(run::Args),
     /// Apply the database migrations the database lacks and print them.
     Migrate(migrate::Args),
+    /// Run builds for a hub: claim, build in the sandbox, upload, report.
+    Worker(worker::Args),
+    /// Make tokens for `sifhub worker`.
+    WorkerToken(worker_token::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -51,6 +57,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Exec(args) => run::exec(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Worker(args) => worker::run(args),
+        Command::WorkerToken(args) => worker_token::run(args),
     };
     match result {
         Ok(code) => code,

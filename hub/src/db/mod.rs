@@ -41,6 +41,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Connection as _};
 
+mod build_logs;
 mod catalog;
 mod deliveries;
 mod images;
@@ -51,6 +52,7 @@ pub use catalog::{
     Container, Installation, NewRepository, NewUser, Recipe, Repository, RepositorySettings, User,
 };
 pub use deliveries::WebhookDelivery;
+pub(crate) use images::{check_digest, image_size, insert_image_in, set_tag_in, UPSERT_TAG};
 pub use images::{Image, NewImage, StoredImage, Tag, TagChange, TagHistoryEntry};
 pub use migrate::AppliedMigration;
 pub use tokens::{hash_token, ApiToken, NewToken, TokenScope};

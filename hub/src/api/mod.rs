@@ -1,0 +1,3 @@
+//! The hub's HTTP APIs, one module per protocol.
+
+pub mod worker;

@@ -36,3 +36,13 @@ if ! command -v cargo >/dev/null; then
   echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.94)" >&2
   exit 1
 fi
+
+# The storage tests' S3-compatible server, a crates.io binary: built once
+# into a cache CI keeps (0.14.1 is the newest that builds with Rust 1.95).
+if [[ $role == test ]]; then
+  tools="${HOME}/.cache/sifhub/tools"
+  if [[ ! -x $tools/bin/s3s-fs ]]; then
+    echo "installing s3s-fs into $tools"
+    cargo install --quiet --root "$tools" --locked s3s-fs@0.14.1 --features binary
+  fi
+fi

@@ -8,4 +8,5 @@ pub mod db;
 pub mod github;
 pub mod queue;
 pub mod serve;
+pub mod storage;
 pub mod worker;

@@ -15,6 +15,7 @@ use crate::config::{Config, Secret};
 use crate::db::{redact_url, Db, DbError};
 use crate::queue::Queue;
 use crate::worker::{Worker, WorkerSettings};
+use crate::storage::{Storage, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -36,6 +37,8 @@ pub enum ServeError {
     Database(#[from] DbError),
     #[error("cannot start the in-process worker")]
     Worker(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// What every request handler can reach.
@@ -44,6 +47,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub queue: Queue,
+    pub storage: Storage,
 }
 
 /// The hub's routes.
@@ -51,10 +55,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .nest(
-            crate::worker::protocol::PREFIX,
-            crate::api::worker::routes(),
-        )
+        .merge(crate::api::routes())
         .with_state(state)
 }
 
@@ -86,6 +87,8 @@ impl Server {
         let database_url = config.resolved_database_url();
         let db = Db::connect(&database_url).await?;
         tracing::info!("database: {}", redact_url(&database_url));
+        let storage = Storage::open(&config.resolved_storage_url())?;
+        tracing::info!("storage: {}", storage.describe());
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -97,6 +100,7 @@ impl Server {
             config: Arc::new(config.clone()),
             queue: Queue::new(db.clone()),
             db,
+            storage,
         };
         Ok(Self { listener, state })
     }

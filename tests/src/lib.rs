@@ -4,6 +4,7 @@
 
 pub mod postgres;
 pub mod registry;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,3 +1,16 @@
-//! The hub's HTTP APIs, one module per protocol.
+//! The hub's HTTP APIs, each in its own file, merged into
+//! [`crate::serve::router`].
 
+use axum::Router;
+
+use crate::serve::AppState;
+
+pub mod download;
 pub mod worker;
+
+/// Every API route.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .merge(download::routes())
+        .nest(crate::worker::protocol::PREFIX, worker::routes())
+}

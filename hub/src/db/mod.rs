@@ -45,6 +45,7 @@ mod build_logs;
 mod catalog;
 mod deliveries;
 mod images;
+mod lookup;
 mod migrate;
 mod tokens;
 

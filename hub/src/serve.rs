@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Secret};
 use crate::db::{redact_url, Db, DbError};
+use crate::github::{GitHubApi, GitHubClient, GitHubError};
 use crate::queue::Queue;
 use crate::worker::{Worker, WorkerSettings};
 use crate::storage::{Storage, StorageError};
@@ -39,6 +40,8 @@ pub enum ServeError {
     Worker(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
 }
 
 /// What every request handler can reach.
@@ -48,6 +51,7 @@ pub struct AppState {
     pub db: Db,
     pub queue: Queue,
     pub storage: Storage,
+    pub github: Arc<dyn GitHubApi>,
 }
 
 /// The hub's routes.
@@ -89,6 +93,8 @@ impl Server {
         tracing::info!("database: {}", redact_url(&database_url));
         let storage = Storage::open(&config.resolved_storage_url())?;
         tracing::info!("storage: {}", storage.describe());
+        let github = GitHubClient::from_config(config)?;
+        tracing::info!("github: {}", github.mode());
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -101,6 +107,7 @@ impl Server {
             queue: Queue::new(db.clone()),
             db,
             storage,
+            github: Arc::new(github),
         };
         Ok(Self { listener, state })
     }

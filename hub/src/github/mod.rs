@@ -4,6 +4,11 @@
 //! configurable base URL (github.com, GitHub Enterprise, the test
 //! stand-in); webhooks come the other way (see `hub/src/api/webhook.rs`).
 
+pub mod app;
+mod client;
+
+pub use client::GitHubClient;
+
 use std::pin::Pin;
 
 use bytes::Bytes;

@@ -15,8 +15,8 @@ use crate::config::{Config, Secret};
 use crate::db::{redact_url, Db, DbError};
 use crate::github::{GitHubApi, GitHubClient, GitHubError};
 use crate::queue::Queue;
-use crate::worker::{Worker, WorkerSettings};
 use crate::storage::{Storage, StorageError};
+use crate::worker::{Worker, WorkerSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -441,7 +441,12 @@ async fn publish_records_image_tag_and_success_together_for_the_holder_only() {
             .await
             .unwrap_err();
         assert!(matches!(err, QueueError::NotLeaseHolder { .. }), "{err:?}");
-        assert!(f.db.find_image_by_digest(&image.digest).await.unwrap().is_none());
+        assert!(f
+            .db
+            .find_image_by_digest(&image.digest)
+            .await
+            .unwrap()
+            .is_none());
         assert!(f
             .db
             .find_tag(recipe_row.container_id, "latest")
@@ -451,7 +456,13 @@ async fn publish_records_image_tag_and_success_together_for_the_holder_only() {
 
         let published = f
             .queue
-            .publish(&lease, &image, recipe_row.container_id, "latest", Some("logs/1.log"))
+            .publish(
+                &lease,
+                &image,
+                recipe_row.container_id,
+                "latest",
+                Some("logs/1.log"),
+            )
             .await
             .unwrap();
         assert!(published.image.inserted);
@@ -500,10 +511,26 @@ async fn log_chunks_are_kept_once_and_read_in_order() {
     on_both("log_chunks", |f| async move {
         let recipe = f.recipe("tools/Singularity").await;
         let build = f.enqueue(recipe, "main", Trigger::Push).await;
-        assert!(f.db.append_log_chunk(build, 1, 1, "two\n", T0).await.unwrap());
-        assert!(f.db.append_log_chunk(build, 1, 0, "one\n", T0).await.unwrap());
-        assert!(!f.db.append_log_chunk(build, 1, 0, "again\n", T0).await.unwrap());
-        assert!(f.db.append_log_chunk(build, 2, 0, "retry\n", T0).await.unwrap());
+        assert!(f
+            .db
+            .append_log_chunk(build, 1, 1, "two\n", T0)
+            .await
+            .unwrap());
+        assert!(f
+            .db
+            .append_log_chunk(build, 1, 0, "one\n", T0)
+            .await
+            .unwrap());
+        assert!(!f
+            .db
+            .append_log_chunk(build, 1, 0, "again\n", T0)
+            .await
+            .unwrap());
+        assert!(f
+            .db
+            .append_log_chunk(build, 2, 0, "retry\n", T0)
+            .await
+            .unwrap());
         assert_eq!(f.db.build_log_text(build, 1).await.unwrap(), "one\ntwo\n");
         assert_eq!(f.db.build_log_text(build, 2).await.unwrap(), "retry\n");
         assert_eq!(f.db.delete_log_chunks(build).await.unwrap(), 3);

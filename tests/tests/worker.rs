@@ -141,7 +141,14 @@ impl Hub {
     }
 
     /// Adds `owner/name` with a recipe at `path` building `container:tag`.
-    fn add_recipe(&self, owner: &str, name: &str, path: &str, container: &str, tag: &str) -> Recipe {
+    fn add_recipe(
+        &self,
+        owner: &str,
+        name: &str,
+        path: &str,
+        container: &str,
+        tag: &str,
+    ) -> Recipe {
         self.runtime.block_on(async {
             let repo = match self.db.find_repository(owner, name).await.unwrap() {
                 Some(repo) => repo,
@@ -200,7 +207,11 @@ impl Hub {
                 Instant::now() < deadline,
                 "build {id} not finished within {timeout:?}: {build:?}\nhub:\n{}\nworkers:\n{}",
                 self.proc.output(),
-                workers.iter().map(|w| w.output()).collect::<Vec<_>>().join("\n---\n")
+                workers
+                    .iter()
+                    .map(|w| w.output())
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -315,9 +326,22 @@ fn protocol_refuses_strangers_stale_attempts_and_wrong_digests() {
     assert_eq!(status, 204, "{body}");
 
     let builds = format!("/api/worker/v1/builds/{}", build.id);
-    let (status, body) = hub.http("POST", &format!("{builds}/heartbeat"), &token, br#"{"attempt":2}"#);
-    assert_eq!(status, 409, "a stale or future attempt is not the holder: {body}");
-    let (status, body) = hub.http("POST", &format!("{builds}/heartbeat"), &token, br#"{"attempt":1}"#);
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/heartbeat"),
+        &token,
+        br#"{"attempt":2}"#,
+    );
+    assert_eq!(
+        status, 409,
+        "a stale or future attempt is not the holder: {body}"
+    );
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/heartbeat"),
+        &token,
+        br#"{"attempt":1}"#,
+    );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("lease_until"), "{body}");
 
@@ -325,12 +349,31 @@ fn protocol_refuses_strangers_stale_attempts_and_wrong_digests() {
     let chunk = |seq: i64, text: &str| {
         serde_json::json!({"attempt": 1, "seq": seq, "text": text}).to_string()
     };
-    let (status, body) = hub.http("POST", &format!("{builds}/log"), &token, chunk(1, "world\n").as_bytes());
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/log"),
+        &token,
+        chunk(1, "world\n").as_bytes(),
+    );
     assert_eq!((status, body.as_str()), (200, r#"{"stored":true}"#));
-    let (status, body) = hub.http("POST", &format!("{builds}/log"), &token, chunk(0, "hello\n").as_bytes());
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/log"),
+        &token,
+        chunk(0, "hello\n").as_bytes(),
+    );
     assert_eq!((status, body.as_str()), (200, r#"{"stored":true}"#));
-    let (status, body) = hub.http("POST", &format!("{builds}/log"), &token, chunk(0, "hello\n").as_bytes());
-    assert_eq!((status, body.as_str()), (200, r#"{"stored":false}"#), "sent twice, stored once");
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/log"),
+        &token,
+        chunk(0, "hello\n").as_bytes(),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"stored":false}"#),
+        "sent twice, stored once"
+    );
 
     // An artifact whose bytes do not match the announced sha256 is refused
     // and leaves nothing in storage.
@@ -338,25 +381,40 @@ fn protocol_refuses_strangers_stale_attempts_and_wrong_digests() {
     let wrong = sha256_hex(b"something else");
     let (status, body) = hub.http(
         "PUT",
-        &format!("{builds}/artifact?attempt=1&sha256={wrong}&size={}", sif.len()),
+        &format!(
+            "{builds}/artifact?attempt=1&sha256={wrong}&size={}",
+            sif.len()
+        ),
         &token,
         &sif,
     );
     assert_eq!(status, 422, "{body}");
     let right = sha256_hex(&sif);
     for hex in [&wrong, &right] {
-        assert!(!hub.storage_file(&format!("images/sha256/{hex}.sif")).exists());
+        assert!(!hub
+            .storage_file(&format!("images/sha256/{hex}.sif"))
+            .exists());
     }
     // Nor is completing without the image uploaded.
     let complete = serde_json::json!({
         "attempt": 1, "sha256": right, "size": sif.len(), "sif_metadata": {},
         "base_image_digest": null, "builder_version": null,
     });
-    let (status, body) = hub.http("POST", &format!("{builds}/complete"), &token, complete.to_string().as_bytes());
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/complete"),
+        &token,
+        complete.to_string().as_bytes(),
+    );
     assert_eq!(status, 422, "{body}");
     // Another token is not the holder.
     let other = hub.worker_token();
-    let (status, body) = hub.http("POST", &format!("{builds}/heartbeat"), &other, br#"{"attempt":1}"#);
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/heartbeat"),
+        &other,
+        br#"{"attempt":1}"#,
+    );
     assert_eq!(status, 409, "{body}");
 
     let (status, body) = hub.http(
@@ -368,7 +426,10 @@ fn protocol_refuses_strangers_stale_attempts_and_wrong_digests() {
     assert_eq!(status, 204, "{body}");
     let failed = hub.build(build.id);
     assert_eq!(failed.status, BuildStatus::Failed);
-    assert_eq!(failed.error.as_deref(), Some("recipe line 3: no such agent"));
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("recipe line 3: no such agent")
+    );
     hub.proc.wait_for_line(
         &format!("build {} attempt 1: failed: recipe line 3", build.id),
         Duration::from_secs(5),
@@ -379,6 +440,11 @@ fn protocol_refuses_strangers_stale_attempts_and_wrong_digests() {
         "hello\nworld\n"
     );
     // Finished: the lease is gone.
-    let (status, body) = hub.http("POST", &format!("{builds}/heartbeat"), &token, br#"{"attempt":1}"#);
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/heartbeat"),
+        &token,
+        br#"{"attempt":1}"#,
+    );
     assert_eq!(status, 409, "{body}");
 }

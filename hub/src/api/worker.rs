@@ -448,16 +448,16 @@ async fn artifact(
     held_lease(&state, &token, build_id, query.attempt).await?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let expected = Expected {
-        sha256: query.sha256.clone(),
-        size: query.size,
+        sha256_hex: Some(query.sha256.clone()),
+        size: Some(query.size),
     };
     match state
         .storage
-        .put_stream(&StorageKey::image(&query.sha256), stream, &expected)
+        .put_stream(&StorageKey::image(&query.sha256)?, stream, expected)
         .await
     {
         Ok(_) => Ok(StatusCode::CREATED),
-        Err(e @ StorageError::Mismatch { .. }) => {
+        Err(e @ (StorageError::DigestMismatch { .. } | StorageError::SizeMismatch { .. })) => {
             tracing::warn!(
                 "build {build_id} attempt {}: artifact refused: {e}",
                 query.attempt
@@ -494,7 +494,7 @@ async fn complete(
     let (build, lease) = held_lease(&state, &token, build_id, request.attempt).await?;
     let stored_size = state
         .storage
-        .head(&StorageKey::image(&request.sha256))
+        .head(&StorageKey::image(&request.sha256)?)
         .await?
         .map(|object| object.size);
     if stored_size != Some(request.size) {

@@ -9,7 +9,7 @@ role=${1:?usage: install-deps.sh serve|test}
 serve_pkgs=(ca-certificates squashfs-tools slirp4netns)
 # Real components the tests run against (see ARCHITECTURE.md, "Testing").
 test_pkgs=(python3 git siftool golang-go golang-github-apptainer-container-library-client-dev
-  docker-registry skopeo umoci busybox-static debootstrap apache2-utils jq postgresql)
+  docker-registry skopeo umoci busybox-static debootstrap apache2-utils jq postgresql openssl)
 
 case $role in
   serve) want=("${serve_pkgs[@]}") ;;

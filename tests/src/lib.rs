@@ -2,9 +2,12 @@
 //! shared corpus and the reference oracles are. A missing component is a test
 //! failure that names what to install, never a quiet skip.
 
+pub mod git;
+pub mod github;
 pub mod postgres;
 pub mod registry;
 pub mod s3;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use sifhub::db::{Db, NewRepository, Recipe, RepositorySettings, Timestamp};
 use sifhub::queue::{Build, BuildStatus, NewBuild, Queue, Trigger};
+use sifhub_tests::github::GitHubStandIn;
 use sifhub_tests::registry::{fixtures_dir, seeded_registry};
 use sifhub_tests::sifhub_bin;
 
@@ -99,11 +100,12 @@ struct Hub {
 }
 
 impl Hub {
-    fn start(github_api_url: &str, lease_seconds: u64) -> Hub {
+    fn start(github_api_url: &str, lease_seconds: u64, env: &[(&str, String)]) -> Hub {
         let data = tempfile::tempdir().unwrap();
         let proc = Proc::spawn(
             Command::new(sifhub_bin())
                 .arg("serve")
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .env("SIFHUB_LISTEN", "127.0.0.1:0")
                 .env("SIFHUB_DATA_DIR", data.path())
                 .env("SIFHUB_WORKER_SLOTS", "0")
@@ -292,7 +294,7 @@ const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 #[test]
 fn protocol_refuses_strangers_stale_attempts_and_wrong_digests() {
     // GitHub is never reached here: no source is fetched.
-    let hub = Hub::start("http://127.0.0.1:9", 30);
+    let hub = Hub::start("http://127.0.0.1:9", 30, &[]);
     let recipe = hub.add_recipe("alice", "tools", "envs/Singularity.v1", "envs", "v1");
     let build = hub.enqueue(&recipe, COMMIT);
     let claim = br#"{"worker":"probe"}"#;
@@ -447,4 +449,204 @@ fn protocol_refuses_strangers_stale_attempts_and_wrong_digests() {
         br#"{"attempt":1}"#,
     );
     assert_eq!(status, 409, "{body}");
+}
+
+/// The stand-in serving `alice/tools` with `recipe` at `path`, on its own
+/// runtime; returns the commit.
+fn github_with_recipe(
+    path: &str,
+    recipe: &str,
+) -> (tokio::runtime::Runtime, GitHubStandIn, String) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let github = runtime.block_on(GitHubStandIn::start());
+    let repo = github.create_repo("alice", "tools", false, None);
+    repo.git.write(path, recipe);
+    repo.git.write("README.md", "tools\n");
+    let commit = repo.git.commit("add the recipe");
+    (runtime, github, commit)
+}
+
+/// The files under the storage's image folder.
+fn stored_images(hub: &Hub) -> Vec<PathBuf> {
+    match std::fs::read_dir(hub.storage_file("images/sha256")) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn a_worker_builds_and_the_hub_publishes_image_tag_log_and_status() {
+    let registry = seeded_registry();
+    let recipe = format!(
+        "Bootstrap: docker\nFrom: {}/busybox:amd64\n\n%post\n    echo built by a worker > /built\n\n%labels\n    Built-By worker\n",
+        registry.host()
+    );
+    let (_runtime, github, commit) = github_with_recipe("Singularity", &recipe);
+    let hub = Hub::start(
+        &github.base_url(),
+        30,
+        &[("SIFHUB_GITHUB_TOKEN", github.plain_token())],
+    );
+    let recipe_row = hub.add_recipe("alice", "tools", "Singularity", "tools", "latest");
+    let build = hub.enqueue(&recipe_row, &commit);
+    let work = tempfile::tempdir().unwrap();
+    let worker = hub.worker(&hub.worker_token(), work.path());
+
+    let done = hub.wait_finished(build.id, Duration::from_secs(300), &[&worker]);
+    assert_eq!(
+        done.status,
+        BuildStatus::Succeeded,
+        "{done:?}\nhub:\n{}\nworker:\n{}",
+        hub.proc.output(),
+        worker.output()
+    );
+    let image = hub
+        .runtime
+        .block_on(hub.db.find_image(done.image_id.unwrap()))
+        .unwrap()
+        .unwrap();
+    let hex = image.digest.strip_prefix("sha256:").unwrap();
+    let stored = std::fs::read(hub.storage_file(&format!("images/sha256/{hex}.sif"))).unwrap();
+    assert_eq!(
+        sha256_hex(&stored),
+        hex,
+        "the stored object is the recorded digest"
+    );
+    assert_eq!(stored.len() as i64, image.size);
+    assert_eq!(stored_images(&hub).len(), 1);
+    assert_eq!(image.commit_sha.as_deref(), Some(commit.as_str()));
+    assert_eq!(image.recipe_path.as_deref(), Some("Singularity"));
+    assert!(
+        image
+            .base_image_digest
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("sha256:"),
+        "{image:?}"
+    );
+    assert_eq!(image.sif_metadata["provenance"]["commit"], commit.as_str());
+
+    let tag = hub
+        .runtime
+        .block_on(hub.db.find_tag(recipe_row.container_id, "latest"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(tag.image_id, Some(image.id));
+
+    let log = std::fs::read_to_string(hub.storage_file(done.log_key.as_deref().unwrap())).unwrap();
+    assert!(log.contains("fetching the source of alice/tools"), "{log}");
+    assert!(
+        log.contains(&format!("pulling {}/busybox:amd64", registry.host())),
+        "{log}"
+    );
+    assert!(log.contains("echo built by a worker"), "{log}");
+    assert_eq!(
+        hub.runtime
+            .block_on(hub.db.build_log_text(build.id, 1))
+            .unwrap(),
+        "",
+        "chunks are dropped once the log is stored"
+    );
+
+    let hub_log = hub.proc.output();
+    assert!(
+        hub_log.contains(&format!("build {} attempt 1: claimed by", build.id)),
+        "{hub_log}"
+    );
+    hub.proc.wait_for_line(
+        &format!(
+            "build {} attempt 1: succeeded with {}",
+            build.id, image.digest
+        ),
+        Duration::from_secs(5),
+    );
+    // Commit statuses: building, then built, for the recipe's context.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let states: Vec<(String, String)> = github
+            .statuses()
+            .into_iter()
+            .filter(|s| s.sha == commit)
+            .map(|s| (s.state, s.context))
+            .collect();
+        let context = "sifhub/Singularity".to_owned();
+        if states
+            == [
+                ("pending".to_owned(), context.clone()),
+                ("success".to_owned(), context),
+            ]
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "statuses: {states:?}\n{hub_log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The source came from the stand-in through the hub, never to the worker.
+    assert_eq!(github.requests_to("/repos/alice/tools/tarball").len(), 1);
+}
+
+#[test]
+fn a_worker_killed_mid_build_loses_its_lease_and_another_finishes_it() {
+    let registry = seeded_registry();
+    let recipe = format!(
+        "Bootstrap: docker\nFrom: {}/busybox:amd64\n\n%post\n    echo started\n    sleep 6\n    echo done > /done\n",
+        registry.host()
+    );
+    let (_runtime, github, commit) = github_with_recipe("Singularity", &recipe);
+    let hub = Hub::start(&github.base_url(), 3, &[]);
+    let recipe_row = hub.add_recipe("alice", "tools", "Singularity", "tools", "latest");
+    let build = hub.enqueue(&recipe_row, &commit);
+    let token = hub.worker_token();
+    let work = tempfile::tempdir().unwrap();
+    let mut first = hub.worker(&token, &work.path().join("first"));
+
+    // Kill the first worker once its %post runs (its log chunks say so).
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let log = hub
+            .runtime
+            .block_on(hub.db.build_log_text(build.id, 1))
+            .unwrap();
+        if log.contains("+ sleep 6") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first worker never reached %post:\n{log}\n{}",
+            first.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.kill();
+    assert_eq!(hub.build(build.id).status, BuildStatus::Running);
+
+    let second = hub.worker(&token, &work.path().join("second"));
+    let done = hub.wait_finished(build.id, Duration::from_secs(300), &[&second]);
+    assert_eq!(
+        done.status,
+        BuildStatus::Succeeded,
+        "{done:?}\nhub:\n{}\nsecond worker:\n{}",
+        hub.proc.output(),
+        second.output()
+    );
+    assert_eq!(done.attempt, 2, "the lost attempt counted");
+    hub.proc.wait_for_line(
+        &format!("build {}: lease expired, queued again", build.id),
+        Duration::from_secs(5),
+    );
+    let builds = hub
+        .runtime
+        .block_on(hub.queue().builds_of_recipe(recipe_row.id))
+        .unwrap();
+    assert_eq!(builds.len(), 1);
+    assert_eq!(stored_images(&hub).len(), 1, "exactly one image published");
+    let log = std::fs::read_to_string(hub.storage_file(done.log_key.as_deref().unwrap())).unwrap();
+    assert!(
+        log.contains("+ sleep 6"),
+        "the log is the finishing attempt's: {log}"
+    );
 }

@@ -30,8 +30,8 @@ use crate::queue::{Build, BuildStatus, Lease, QueueError};
 use crate::serve::AppState;
 use crate::storage::{Expected, StorageError, StorageKey};
 use crate::worker::protocol::{
-    ArtifactQuery, AttemptRequest, ClaimRequest, CompleteRequest, CompleteResponse, ErrorBody,
-    FailRequest, HeartbeatResponse, Job, LogAccepted, LogChunk, SourceQuery, PREFIX,
+    ArtifactQuery, ArtifactStored, AttemptRequest, ClaimRequest, CompleteRequest, CompleteResponse,
+    ErrorBody, FailRequest, HeartbeatResponse, Job, LogAccepted, LogChunk, SourceQuery, PREFIX,
 };
 
 /// Longest worker name kept in a lease (names come from the worker).
@@ -443,7 +443,7 @@ async fn artifact(
     Path(build_id): Path<i64>,
     Query(query): Query<ArtifactQuery>,
     body: Body,
-) -> Result<StatusCode, WorkerApiError> {
+) -> Result<(StatusCode, Json<ArtifactStored>), WorkerApiError> {
     check_sha256(&query.sha256)?;
     held_lease(&state, &token, build_id, query.attempt).await?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
@@ -456,7 +456,14 @@ async fn artifact(
         .put_stream(&StorageKey::image(&query.sha256)?, stream, expected)
         .await
     {
-        Ok(_) => Ok(StatusCode::CREATED),
+        Ok(stored) => Ok((
+            StatusCode::CREATED,
+            Json(ArtifactStored {
+                sha256: stored.sha256_hex,
+                size: stored.size,
+                already_present: stored.already_present,
+            }),
+        )),
         Err(e @ (StorageError::DigestMismatch { .. } | StorageError::SizeMismatch { .. })) => {
             tracing::warn!(
                 "build {build_id} attempt {}: artifact refused: {e}",

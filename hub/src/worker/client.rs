@@ -12,8 +12,8 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 
 use super::protocol::{
-    ArtifactQuery, AttemptRequest, ClaimRequest, CompleteRequest, CompleteResponse, ErrorBody,
-    FailRequest, HeartbeatResponse, Job, LogAccepted, LogChunk, PREFIX,
+    ArtifactQuery, ArtifactStored, AttemptRequest, ClaimRequest, CompleteRequest, CompleteResponse,
+    ErrorBody, FailRequest, HeartbeatResponse, Job, LogAccepted, LogChunk, PREFIX,
 };
 use crate::config::Secret;
 
@@ -118,7 +118,7 @@ impl HubClient {
             match call().await {
                 Err(e) if e.is_transient() && tries < TRIES => {
                     pause = next_backoff(pause);
-                    tracing::warn!("{e}; trying again in {pause:?}");
+                    tracing::warn!("{}; trying again in {pause:?}", super::error_chain(&e));
                     tokio::time::sleep(pause).await;
                 }
                 Err(e) => {
@@ -308,7 +308,7 @@ impl HubClient {
                 .header(reqwest::header::CONTENT_LENGTH, size)
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .body(body);
-            self.send::<serde_json::Value>(&what, request)
+            self.send::<ArtifactStored>(&what, request)
                 .await
                 .map(|_| ())
         })

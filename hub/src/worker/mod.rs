@@ -173,7 +173,7 @@ impl Worker {
                 Ok(None) => pause = Duration::ZERO,
                 Err(e) => {
                     pause = next_backoff(pause);
-                    tracing::warn!("{name}: {e}; claiming again in {pause:?}");
+                    tracing::warn!("{name}: {}; claiming again in {pause:?}", error_chain(&e));
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
                         _ = stopped.changed() => return,
@@ -233,8 +233,9 @@ impl Worker {
                 tracing::warn!("build {id} attempt {}: {e}", job.attempt)
             }
             Err(e) => tracing::error!(
-                "build {id} attempt {}: {e}; the hub will run it again when the lease expires",
-                job.attempt
+                "build {id} attempt {}: {}; the hub will run it again when the lease expires",
+                job.attempt,
+                error_chain(&e)
             ),
         }
     }
@@ -400,7 +401,7 @@ fn safe_relative(path: &str) -> Option<PathBuf> {
     (normal && path.components().next().is_some()).then(|| path.to_owned())
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

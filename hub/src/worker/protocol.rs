@@ -78,6 +78,15 @@ pub struct ArtifactQuery {
     pub size: u64,
 }
 
+/// The answer to an artifact upload (201).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactStored {
+    pub sha256: String,
+    pub size: u64,
+    /// The same bytes were stored before (by any build).
+    pub already_present: bool,
+}
+
 /// Query of `GET builds/{id}/source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceQuery {

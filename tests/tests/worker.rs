@@ -90,7 +90,7 @@ impl Drop for Proc {
     }
 }
 
-/// A `sifhub serve` without in-process worker.
+/// A `sifhub serve`, without in-process worker unless `env` asks for one.
 struct Hub {
     proc: Proc,
     addr: String,
@@ -105,7 +105,6 @@ impl Hub {
         let proc = Proc::spawn(
             Command::new(sifhub_bin())
                 .arg("serve")
-                .envs(env.iter().map(|(k, v)| (k, v)))
                 .env("SIFHUB_LISTEN", "127.0.0.1:0")
                 .env("SIFHUB_DATA_DIR", data.path())
                 .env("SIFHUB_WORKER_SLOTS", "0")
@@ -113,7 +112,8 @@ impl Hub {
                 .env("SIFHUB_BUILD_LEASE_SECONDS", lease_seconds.to_string())
                 .env("SIFHUB_CLAIM_WAIT_SECONDS", "2")
                 .env("SIFHUB_CLAIM_POLL_MILLIS", "100")
-                .env("SIFHUB_LOG", "info"),
+                .env("SIFHUB_LOG", "info")
+                .envs(env.iter().map(|(k, v)| (k, v))),
         );
         let line = proc.wait_for_line("listening on ", Duration::from_secs(60));
         let addr = line
@@ -649,4 +649,68 @@ fn a_worker_killed_mid_build_loses_its_lease_and_another_finishes_it() {
         log.contains("+ sleep 6"),
         "the log is the finishing attempt's: {log}"
     );
+}
+
+#[test]
+fn serve_builds_with_its_in_process_worker_through_the_same_protocol() {
+    let registry = seeded_registry();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let github = runtime.block_on(GitHubStandIn::start());
+    let repo = github.create_repo("alice", "tools", false, None);
+    for (path, word) in [("Singularity", "root"), ("envs/Singularity.v2", "envs")] {
+        repo.git.write(
+            path,
+            format!(
+                "Bootstrap: docker\nFrom: {}/busybox:amd64\n\n%post\n    echo {word} > /which\n",
+                registry.host()
+            ),
+        );
+    }
+    let commit = repo.git.commit("two recipes");
+    let hub = Hub::start(
+        &github.base_url(),
+        30,
+        &[("SIFHUB_WORKER_SLOTS", "2".to_owned())],
+    );
+    let root = hub.add_recipe("alice", "tools", "Singularity", "tools", "latest");
+    let envs = hub.add_recipe("alice", "tools", "envs/Singularity.v2", "envs", "v2");
+    let builds = [hub.enqueue(&root, &commit), hub.enqueue(&envs, &commit)];
+    let mut digests = Vec::new();
+    for (build, recipe) in builds.iter().zip([&root, &envs]) {
+        let done = hub.wait_finished(build.id, Duration::from_secs(300), &[]);
+        assert_eq!(
+            done.status,
+            BuildStatus::Succeeded,
+            "{done:?}\n{}",
+            hub.proc.output()
+        );
+        assert!(
+            done.worker_id
+                .as_deref()
+                .unwrap()
+                .starts_with("in-process-"),
+            "{done:?}"
+        );
+        let image = hub
+            .runtime
+            .block_on(hub.db.find_image(done.image_id.unwrap()))
+            .unwrap()
+            .unwrap();
+        let tag = hub
+            .runtime
+            .block_on(hub.db.find_tag(recipe.container_id, &recipe.tag))
+            .unwrap()
+            .unwrap();
+        assert_eq!(tag.image_id, Some(image.id));
+        let hex = image.digest.strip_prefix("sha256:").unwrap().to_owned();
+        let stored = std::fs::read(hub.storage_file(&format!("images/sha256/{hex}.sif"))).unwrap();
+        assert_eq!(sha256_hex(&stored), hex);
+        digests.push(hex);
+    }
+    assert_ne!(digests[0], digests[1], "two recipes, two images");
+    assert_eq!(stored_images(&hub).len(), 2);
 }

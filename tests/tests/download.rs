@@ -42,8 +42,11 @@ fn start_hub(data_dir: &Path, env: &[(&str, String)]) -> Hub {
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut hub = Hub {
+        child: command.spawn().unwrap(),
+        addr: String::new(),
+    };
+    let stdout = hub.child.stdout.take().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut lines = Vec::new();
     let mut reader = BufReader::new(stdout);
@@ -61,7 +64,8 @@ fn start_hub(data_dir: &Path, env: &[(&str, String)]) -> Hub {
                 lines.iter().any(|l| l.contains("storage: ")),
                 "no storage line: {lines:?}"
             );
-            return Hub { child, addr };
+            hub.addr = addr;
+            return hub;
         }
         lines.push(line);
         assert!(

@@ -89,6 +89,16 @@ pub struct Config {
     /// Builds the in-process worker runs at once (`SIFHUB_WORKER_SLOTS`);
     /// 0 runs none, for hubs whose builds run on `sifhub worker` machines.
     pub worker_slots: usize,
+    /// How long a worker's claim on a build lasts without a heartbeat
+    /// (`SIFHUB_BUILD_LEASE_SECONDS`); workers renew at a third of it. A
+    /// worker that dies is noticed this long after its last heartbeat.
+    pub build_lease_seconds: u64,
+    /// How long a worker's claim request waits for a build before the hub
+    /// answers "nothing" (`SIFHUB_CLAIM_WAIT_SECONDS`).
+    pub claim_wait_seconds: u64,
+    /// How often a waiting claim looks at the queue for builds queued by
+    /// other hubs (`SIFHUB_CLAIM_POLL_MILLIS`).
+    pub claim_poll_millis: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -114,6 +124,9 @@ impl std::fmt::Debug for Config {
             .field("github_client_secret", &self.github_client_secret)
             .field("github_token", &self.github_token)
             .field("worker_slots", &self.worker_slots)
+            .field("build_lease_seconds", &self.build_lease_seconds)
+            .field("claim_wait_seconds", &self.claim_wait_seconds)
+            .field("claim_poll_millis", &self.claim_poll_millis)
             .finish()
     }
 }
@@ -135,6 +148,9 @@ impl Default for Config {
             github_client_secret: None,
             github_token: None,
             worker_slots: 1,
+            build_lease_seconds: 60,
+            claim_wait_seconds: 25,
+            claim_poll_millis: 1000,
         }
     }
 }
@@ -260,6 +276,33 @@ impl Config {
                         value: value.clone(),
                         message: format!("{e} (expected a number of builds, 0 for none)"),
                     })?;
+        }
+        for (variable, field, unit) in [
+            (
+                "SIFHUB_BUILD_LEASE_SECONDS",
+                &mut self.build_lease_seconds,
+                "seconds",
+            ),
+            (
+                "SIFHUB_CLAIM_WAIT_SECONDS",
+                &mut self.claim_wait_seconds,
+                "seconds",
+            ),
+            (
+                "SIFHUB_CLAIM_POLL_MILLIS",
+                &mut self.claim_poll_millis,
+                "milliseconds",
+            ),
+        ] {
+            if let Some(value) = lookup(variable) {
+                *field = value
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| ConfigError::Env {
+                        variable,
+                        value: value.clone(),
+                        message: format!("{e} (expected a number of {unit})"),
+                    })?;
+            }
         }
         Ok(())
     }
@@ -412,6 +455,29 @@ mod tests {
         assert_eq!(config.github_api_url, "http://127.0.0.1:9999");
         assert_eq!(config.github_app_id, Some(42));
         assert_eq!(config.worker_slots, 0);
+        assert_eq!(config.build_lease_seconds, 60);
+        config
+            .apply_env(env(&[
+                ("SIFHUB_BUILD_LEASE_SECONDS", "3"),
+                ("SIFHUB_CLAIM_WAIT_SECONDS", "2"),
+                ("SIFHUB_CLAIM_POLL_MILLIS", "100"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            (
+                config.build_lease_seconds,
+                config.claim_wait_seconds,
+                config.claim_poll_millis
+            ),
+            (3, 2, 100)
+        );
+        let err = config
+            .apply_env(env(&[("SIFHUB_BUILD_LEASE_SECONDS", "soon")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("SIFHUB_BUILD_LEASE_SECONDS"),
+            "{err}"
+        );
         assert_eq!(config.resolved_storage_url(), "s3://bucket/prefix");
         assert_eq!(
             config.github_token.as_ref().map(Secret::expose),

@@ -9,3 +9,4 @@ pub mod github;
 pub mod queue;
 pub mod serve;
 pub mod storage;
+pub mod worker;

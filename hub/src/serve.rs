@@ -11,12 +11,13 @@ use tokio::net::TcpListener;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::db::{redact_url, Db, DbError};
 use crate::github::status::StatusReporter;
 use crate::github::{GitHubApi, GitHubClient, GitHubError};
 use crate::queue::Queue;
 use crate::storage::{Storage, StorageError};
+use crate::worker::{Worker, WorkerSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -36,6 +37,8 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error("cannot start the in-process worker")]
+    Worker(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     GitHub(#[from] GitHubError),
     #[error(transparent)]
@@ -106,7 +109,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
 /// A bound server, so callers (and tests) learn the real address before it runs.
 pub struct Server {
     listener: TcpListener,
-    router: Router,
+    state: AppState,
 }
 
 impl Server {
@@ -125,24 +128,80 @@ impl Server {
             state.github.clone(),
             state.statuses.clone(),
         );
-        Ok(Self {
-            listener,
-            router: router(state),
-        })
+        Ok(Self { listener, state })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves, with the in-process worker
+    /// unless `worker_slots` is 0.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let worker = match self.state.config.worker_slots {
+            0 => None,
+            slots => Some(self.start_worker(slots, stopped).await?),
+        };
+        let served = axum::serve(self.listener, router(self.state.clone()))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
             .await
-            .map_err(ServeError::Serve)
+            .map_err(ServeError::Serve);
+        if let Some((task, token_id)) = worker {
+            let _ = task.await;
+            // Its secret died with the worker; revoke the row too.
+            let _ = self
+                .state
+                .db
+                .revoke_token(token_id, self.state.queue.now())
+                .await;
+        }
+        served
+    }
+
+    /// Runs the worker against this server's own address, with a token
+    /// issued to itself: the same protocol as remote workers.
+    async fn start_worker(
+        &self,
+        slots: usize,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(tokio::task::JoinHandle<()>, i64), ServeError> {
+        let addr = self.listener.local_addr().map_err(ServeError::Serve)?;
+        let (token, secret) = crate::api::worker::issue_worker_token(
+            &self.state.db,
+            "in-process worker",
+            self.state.queue.now(),
+        )
+        .await
+        .map_err(|e| ServeError::Worker(Box::new(e)))?;
+        let config = &self.state.config;
+        let host = match addr.ip() {
+            ip if !ip.is_unspecified() => addr,
+            std::net::IpAddr::V4(_) => {
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+            }
+            std::net::IpAddr::V6(_) => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+            }
+        };
+        let mut settings = WorkerSettings::new(
+            &format!("http://{host}"),
+            Secret::new(secret),
+            slots,
+            config.data_dir.join("worker"),
+        );
+        settings.cache_dir = config.data_dir.join("cache").join("oci");
+        settings.name = "in-process".to_owned();
+        let worker = Worker::new(settings).map_err(|e| ServeError::Worker(Box::new(e)))?;
+        let task = tokio::spawn(worker.run(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
+        Ok((task, token.id))
     }
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sifhub::db::{Db, NewRepository, RepositorySettings, Timestamp};
+use sifhub::db::{Db, NewImage, NewRepository, RepositorySettings, Timestamp};
 use sifhub::queue::{BuildStatus, ManualClock, NewBuild, Queue, QueueError, Trigger};
 use sifhub_tests::postgres::both_backends;
 
@@ -409,6 +409,132 @@ async fn only_the_holder_completes_or_fails_a_build() {
             f.queue.claim("w3", LEASE).await.unwrap().is_none(),
             "a build failure is not retried"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn publish_records_image_tag_and_success_together_for_the_holder_only() {
+    on_both("publish", |f| async move {
+        let recipe = f.recipe("tools/Singularity").await;
+        let recipe_row = f.db.find_recipe_by_id(recipe).await.unwrap().unwrap();
+        let first = f.enqueue(recipe, "main", Trigger::Push).await;
+        let lease = f.queue.claim("w1", LEASE).await.unwrap().unwrap().lease;
+        let image = NewImage {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 4096,
+            sif_metadata: serde_json::json!({"sif_id": "x"}),
+            repository_id: Some(recipe_row.repository_id),
+            commit_sha: Some("c0ffee".into()),
+            recipe_path: Some("tools/Singularity".into()),
+            base_image_digest: Some(format!("sha256:{}", "cd".repeat(32))),
+            builder_version: Some("sifhub 0.1.0".into()),
+            pushed: false,
+        };
+
+        // Not the holder: nothing at all is recorded.
+        let mut intruder = lease.clone();
+        intruder.attempt += 1;
+        let err = f
+            .queue
+            .publish(&intruder, &image, recipe_row.container_id, "latest", None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueueError::NotLeaseHolder { .. }), "{err:?}");
+        assert!(f
+            .db
+            .find_image_by_digest(&image.digest)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(f
+            .db
+            .find_tag(recipe_row.container_id, "latest")
+            .await
+            .unwrap()
+            .is_none());
+
+        let published = f
+            .queue
+            .publish(
+                &lease,
+                &image,
+                recipe_row.container_id,
+                "latest",
+                Some("logs/1.log"),
+            )
+            .await
+            .unwrap();
+        assert!(published.image.inserted);
+        assert_eq!(published.build.status, BuildStatus::Succeeded);
+        assert_eq!(published.build.image_id, Some(published.image.image.id));
+        assert_eq!(published.build.log_key.as_deref(), Some("logs/1.log"));
+        let tag = published.tag.clone().unwrap();
+        assert!(tag.moved);
+        assert_eq!(tag.tag.image_id, Some(published.image.image.id));
+        assert_eq!(f.status(first).await, BuildStatus::Succeeded);
+
+        // The same bytes built again: one image row, the tag unchanged;
+        // a frozen tag is not moved by a different image.
+        f.tick();
+        f.enqueue(recipe, "main", Trigger::Push).await;
+        let again = f.queue.claim("w2", LEASE).await.unwrap().unwrap().lease;
+        let same = f
+            .queue
+            .publish(&again, &image, recipe_row.container_id, "latest", None)
+            .await
+            .unwrap();
+        assert!(!same.image.inserted);
+        assert_eq!(same.image.image.id, published.image.image.id);
+        assert!(!same.tag.unwrap().moved);
+        assert!(f.db.set_tag_frozen(tag.tag.id, true, T0).await.unwrap());
+        f.tick();
+        f.enqueue(recipe, "main", Trigger::Push).await;
+        let third = f.queue.claim("w3", LEASE).await.unwrap().unwrap().lease;
+        let other = NewImage {
+            digest: format!("sha256:{}", "ef".repeat(32)),
+            ..image.clone()
+        };
+        let kept = f
+            .queue
+            .publish(&third, &other, recipe_row.container_id, "latest", None)
+            .await
+            .unwrap();
+        assert_eq!(kept.tag, Err(published.image.image.id));
+        assert_eq!(kept.build.status, BuildStatus::Succeeded);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn log_chunks_are_kept_once_and_read_in_order() {
+    on_both("log_chunks", |f| async move {
+        let recipe = f.recipe("tools/Singularity").await;
+        let build = f.enqueue(recipe, "main", Trigger::Push).await;
+        assert!(f
+            .db
+            .append_log_chunk(build, 1, 1, "two\n", T0)
+            .await
+            .unwrap());
+        assert!(f
+            .db
+            .append_log_chunk(build, 1, 0, "one\n", T0)
+            .await
+            .unwrap());
+        assert!(!f
+            .db
+            .append_log_chunk(build, 1, 0, "again\n", T0)
+            .await
+            .unwrap());
+        assert!(f
+            .db
+            .append_log_chunk(build, 2, 0, "retry\n", T0)
+            .await
+            .unwrap());
+        assert_eq!(f.db.build_log_text(build, 1).await.unwrap(), "one\ntwo\n");
+        assert_eq!(f.db.build_log_text(build, 2).await.unwrap(), "retry\n");
+        assert_eq!(f.db.delete_log_chunks(build).await.unwrap(), 3);
+        assert_eq!(f.db.build_log_text(build, 1).await.unwrap(), "");
     })
     .await;
 }

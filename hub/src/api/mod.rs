@@ -7,10 +7,12 @@ use crate::serve::AppState;
 
 pub mod download;
 pub mod webhook;
+pub mod worker;
 
 /// Every API route.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(download::routes())
         .merge(webhook::routes())
+        .nest(crate::worker::protocol::PREFIX, worker::routes())
 }

@@ -437,6 +437,7 @@ async fn deliver(
             .await
             .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
+        state.queue.wake_workers();
         tracing::info!("webhook {event} {delivery}: {}", done.outcome);
         if let Plan::Push(push) = &plan {
             report_queued(&state.statuses, &push.repo_ref, &push.sha, &done.builds);

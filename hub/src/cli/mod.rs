@@ -12,6 +12,7 @@ pub mod migrate;
 pub mod parse;
 pub mod run;
 pub mod serve;
+pub mod worker;
 
 /// What every subcommand's `run` returns: the exit code, or an error that
 /// `main` prints as `error: …` with its causes.
@@ -42,6 +43,8 @@ pub enum Command {
     Migrate(migrate::Args),
     /// Operator commands: repositories in plain webhook mode.
     Admin(admin::Args),
+    /// Run builds for a hub: claim, build in the sandbox, upload, report.
+    Worker(worker::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Exec(args) => run::exec(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Worker(args) => worker::run(args),
     };
     match result {
         Ok(code) => code,

@@ -249,6 +249,18 @@ impl Db {
         Ok(deleted)
     }
 
+    /// GitHub's id of the installation with our id `id` (what GitHub
+    /// calls take); `None` when there is no such installation.
+    pub async fn installation_github_id(&self, id: i64) -> Result<Option<i64>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT github_id FROM github_installations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(DbError::query("find github installation"))
+    }
+
     /// Adds a repository; one that exists (same `owner/name`, any case, or
     /// same GitHub id) is [`DbError::AlreadyExists`].
     pub async fn insert_repository(

@@ -1,8 +1,6 @@
 //! Images (stored once per content digest) and the tags that name them,
 //! with each tag's history of earlier images.
 
-use sqlx::types::Json;
-
 use super::{with_pool, BeginWrite as _, Db, DbError, Timestamp};
 
 /// A SIF image, identified by the sha256 of its bytes.
@@ -85,7 +83,7 @@ pub struct TagChange {
 }
 
 /// Checks the `sha256:<hex>` form, so a bad digest never becomes a key.
-fn check_digest(digest: &str) -> Result<(), DbError> {
+pub(crate) fn check_digest(digest: &str) -> Result<(), DbError> {
     let valid = digest.strip_prefix("sha256:").is_some_and(|hex| {
         hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     });
@@ -100,6 +98,124 @@ fn check_digest(digest: &str) -> Result<(), DbError> {
     }
 }
 
+/// Inserts `$image` (a [`NewImage`], its size `$size` checked as `i64`)
+/// on the connection or transaction `$conn` unless its digest is stored;
+/// evaluates to `Result<StoredImage, sqlx::Error>`. A macro so that
+/// [`Db::insert_image`] and the queue's publish transaction share it on
+/// both backends.
+macro_rules! insert_image_in {
+    ($conn:ident, $image:expr, $size:expr, $now:expr) => {
+        async {
+            let image: &$crate::db::NewImage = $image;
+            let inserted: Option<$crate::db::Image> = sqlx::query_as(
+                "INSERT INTO images (digest, size, sif_metadata, repository_id, commit_sha,
+                     recipe_path, base_image_digest, builder_version, pushed, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (digest) DO NOTHING
+                 RETURNING *",
+            )
+            .bind(&image.digest)
+            .bind($size)
+            .bind(sqlx::types::Json(&image.sif_metadata))
+            .bind(image.repository_id)
+            .bind(&image.commit_sha)
+            .bind(&image.recipe_path)
+            .bind(&image.base_image_digest)
+            .bind(&image.builder_version)
+            .bind(image.pushed)
+            .bind($now)
+            .fetch_optional(&mut *$conn)
+            .await?;
+            match inserted {
+                Some(image) => Ok::<_, sqlx::Error>($crate::db::StoredImage {
+                    image,
+                    inserted: true,
+                }),
+                // Images are never deleted, so the conflicting row is still there.
+                None => Ok($crate::db::StoredImage {
+                    image: sqlx::query_as("SELECT * FROM images WHERE digest = $1")
+                        .bind(&image.digest)
+                        .fetch_one(&mut *$conn)
+                        .await?,
+                    inserted: false,
+                }),
+            }
+        }
+        .await
+    };
+}
+pub(crate) use insert_image_in;
+
+/// Points tag `$name` of container `$container_id` at `$image_id` inside
+/// the write transaction `$tx`, keeping the history; evaluates to
+/// `Result<Result<TagChange, i64>, sqlx::Error>`, the inner `Err` holding
+/// the image a frozen tag keeps. Shared like [`insert_image_in`].
+macro_rules! set_tag_in {
+    ($tx:ident, $container_id:expr, $name:expr, $image_id:expr, $now:expr) => {
+        async {
+            let (container_id, name, image_id, now): (i64, &str, i64, $crate::db::Timestamp) =
+                ($container_id, $name, $image_id, $now);
+            // Upsert first: on SQLite the write lock is taken before the
+            // tag is read, so no concurrent retag slips in between.
+            let tag: $crate::db::Tag = sqlx::query_as($crate::db::UPSERT_TAG)
+                .bind(container_id)
+                .bind(name)
+                .bind(now)
+                .fetch_one(&mut *$tx)
+                .await?;
+            if tag.image_id == Some(image_id) {
+                return Ok::<_, sqlx::Error>(Ok($crate::db::TagChange {
+                    previous_image_id: tag.image_id,
+                    tag,
+                    moved: false,
+                }));
+            }
+            if let (true, Some(current)) = (tag.frozen, tag.image_id) {
+                return Ok(Err(current));
+            }
+            let moved: $crate::db::Tag = sqlx::query_as(
+                "UPDATE tags SET image_id = $2, updated_at = $3 WHERE id = $1 RETURNING *",
+            )
+            .bind(tag.id)
+            .bind(image_id)
+            .bind(now)
+            .fetch_one(&mut *$tx)
+            .await?;
+            sqlx::query(
+                "UPDATE tag_history SET valid_to = $2 WHERE tag_id = $1 AND valid_to IS NULL",
+            )
+            .bind(tag.id)
+            .bind(now)
+            .execute(&mut *$tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO tag_history (tag_id, image_id, valid_from) VALUES ($1, $2, $3)",
+            )
+            .bind(tag.id)
+            .bind(image_id)
+            .bind(now)
+            .execute(&mut *$tx)
+            .await?;
+            Ok(Ok($crate::db::TagChange {
+                previous_image_id: tag.image_id,
+                tag: moved,
+                moved: true,
+            }))
+        }
+        .await
+    };
+}
+pub(crate) use set_tag_in;
+
+/// An image size as the database stores it.
+pub(crate) fn image_size(size: u64) -> Result<i64, DbError> {
+    i64::try_from(size).map_err(|_| DbError::InvalidValue {
+        what: "image size",
+        value: size.to_string(),
+        message: "larger than the database stores",
+    })
+}
+
 impl Db {
     /// Records an image unless one with the same digest exists: identical
     /// bytes are stored once, whoever built them. Safe against concurrent
@@ -110,51 +226,13 @@ impl Db {
         now: Timestamp,
     ) -> Result<StoredImage, DbError> {
         check_digest(&image.digest)?;
-        let size = i64::try_from(image.size).map_err(|_| DbError::InvalidValue {
-            what: "image size",
-            value: image.size.to_string(),
-            message: "larger than the database stores",
-        })?;
-        let inserted: Option<Image> = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "INSERT INTO images (digest, size, sif_metadata, repository_id, commit_sha,
-                     recipe_path, base_image_digest, builder_version, pushed, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (digest) DO NOTHING
-                 RETURNING *",
-            )
-            .bind(&image.digest)
-            .bind(size)
-            .bind(Json(&image.sif_metadata))
-            .bind(image.repository_id)
-            .bind(&image.commit_sha)
-            .bind(&image.recipe_path)
-            .bind(&image.base_image_digest)
-            .bind(&image.builder_version)
-            .bind(image.pushed)
-            .bind(now)
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(DbError::query("insert image"))?;
-        if let Some(image) = inserted {
-            return Ok(StoredImage {
-                image,
-                inserted: true,
-            });
+        let size = image_size(image.size)?;
+        with_pool!(self, |pool| async {
+            let mut conn = pool.acquire().await?;
+            insert_image_in!(conn, image, size, now)
         }
-        // Images are never deleted, so the conflicting row is still there.
-        let existing = self
-            .find_image_by_digest(&image.digest)
-            .await?
-            .ok_or_else(|| DbError::Query {
-                action: "read back an existing image",
-                source: sqlx::Error::RowNotFound,
-            })?;
-        Ok(StoredImage {
-            image: existing,
-            inserted: false,
-        })
+        .await)
+        .map_err(DbError::query("insert image"))
     }
 
     pub async fn find_image_by_digest(&self, digest: &str) -> Result<Option<Image>, DbError> {
@@ -217,54 +295,10 @@ impl Db {
         now: Timestamp,
     ) -> Result<TagChange, DbError> {
         let outcome = with_pool!(self, |pool| async {
-            // Upsert first: on SQLite the write lock is taken before the
-            // tag is read, so no concurrent retag slips in between.
             let mut tx = pool.begin_write().await?;
-            let tag: Tag = sqlx::query_as(UPSERT_TAG)
-                .bind(container_id)
-                .bind(name)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-            if tag.image_id == Some(image_id) {
-                return Ok(Ok(TagChange {
-                    previous_image_id: tag.image_id,
-                    tag,
-                    moved: false,
-                }));
-            }
-            if let (true, Some(current)) = (tag.frozen, tag.image_id) {
-                return Ok(Err(current));
-            }
-            let moved: Tag = sqlx::query_as(
-                "UPDATE tags SET image_id = $2, updated_at = $3 WHERE id = $1 RETURNING *",
-            )
-            .bind(tag.id)
-            .bind(image_id)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE tag_history SET valid_to = $2 WHERE tag_id = $1 AND valid_to IS NULL",
-            )
-            .bind(tag.id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO tag_history (tag_id, image_id, valid_from) VALUES ($1, $2, $3)",
-            )
-            .bind(tag.id)
-            .bind(image_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let outcome = set_tag_in!(tx, container_id, name, image_id, now)?;
             tx.commit().await?;
-            Ok(Ok(TagChange {
-                previous_image_id: tag.image_id,
-                tag: moved,
-                moved: true,
-            }))
+            Ok(outcome)
         }
         .await)
         .map_err(DbError::query("set tag"))?;
@@ -310,7 +344,8 @@ impl Db {
 }
 
 /// Creates a tag naming no image or, on conflict, returns the existing one.
-const UPSERT_TAG: &str = "INSERT INTO tags (container_id, name, frozen, created_at, updated_at)
+pub(crate) const UPSERT_TAG: &str =
+    "INSERT INTO tags (container_id, name, frozen, created_at, updated_at)
      VALUES ($1, $2, FALSE, $3, $3)
      ON CONFLICT (container_id, name) DO UPDATE SET name = excluded.name
      RETURNING *";

@@ -41,6 +41,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Connection as _};
 
+mod build_logs;
 mod catalog;
 mod deliveries;
 mod images;
@@ -59,6 +60,7 @@ pub use catalog::{
 };
 pub use deliveries::WebhookDelivery;
 pub(crate) use deliveries::{record_delivery_in, set_delivery_outcome_in};
+pub(crate) use images::{check_digest, image_size, insert_image_in, set_tag_in, UPSERT_TAG};
 pub use images::{Image, NewImage, StoredImage, Tag, TagChange, TagHistoryEntry};
 pub use migrate::AppliedMigration;
 pub use scans::RepositoryScan;

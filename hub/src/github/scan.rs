@@ -279,6 +279,7 @@ async fn run_scan(
             return Ok(false);
         }
         tx.commit().await?;
+        queue.wake_workers();
         tracing::info!(
             "scan {} of {}@{}: {outcome}",
             scan.id,

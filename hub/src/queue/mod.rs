@@ -31,7 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::db::{
-    is_unique_violation, text_enum, with_pool, with_tx, BeginWrite as _, Db, DbError, Pool,
+    check_digest, image_size, insert_image_in, is_unique_violation, set_tag_in, text_enum,
+    with_pool, with_tx, BeginWrite as _, Db, DbError, NewImage, Pool, StoredImage, TagChange,
     Timestamp, WriteTx,
 };
 
@@ -191,6 +192,21 @@ impl Reaped {
 pub struct Queue {
     db: Db,
     clock: Arc<dyn Clock>,
+    /// Woken when this process queues a build, so claimers waiting here
+    /// (the worker protocol's long poll) need not wait for their next poll.
+    queued: Arc<tokio::sync::Notify>,
+}
+
+/// The result of [`Queue::publish`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// The build, succeeded, naming the image.
+    pub build: Build,
+    /// The image (an existing row when the same bytes were built before).
+    pub image: StoredImage,
+    /// The tag moved (or already naming the image), or `Err(image id)`:
+    /// the tag is frozen and keeps that image.
+    pub tag: Result<TagChange, i64>,
 }
 
 /// The claim statement. Both backends pick the next build in a subquery
@@ -226,7 +242,25 @@ impl Queue {
     }
 
     pub fn with_clock(db: Db, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+        Self {
+            db,
+            clock,
+            queued: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Resolves when this process queues a build after the call (the
+    /// future must be polled or enabled before the claim it guards, so a
+    /// build queued in between is not missed). Builds queued by other
+    /// processes sharing the database do not wake it: poll for those.
+    pub fn queued(&self) -> tokio::sync::futures::Notified<'_> {
+        self.queued.notified()
+    }
+
+    /// Wakes this process's waiting claims: call after committing builds
+    /// queued in a transaction of one's own ([`enqueue_in`]).
+    pub fn wake_workers(&self) {
+        self.queued.notify_waiters();
     }
 
     pub fn db(&self) -> &Db {
@@ -251,6 +285,7 @@ impl Queue {
             match result {
                 Ok((tx, enqueued)) => {
                     tx.commit().await?;
+                    self.wake_workers();
                     return Ok(enqueued);
                 }
                 // PostgreSQL: a concurrent enqueue (or requeue) of the same
@@ -365,6 +400,62 @@ impl Queue {
         done.ok_or_else(|| not_holder(lease))
     }
 
+    /// Completes the build with the image it made, in one transaction:
+    /// the build is marked succeeded (only by the lease's holder, as in
+    /// [`Queue::complete`]), the image recorded (identical bytes once, see
+    /// [`Db::insert_image`]) and tag `tag` of the container moved to it
+    /// unless frozen. A refused lease changes nothing.
+    pub async fn publish(
+        &self,
+        lease: &Lease,
+        image: &NewImage,
+        container_id: i64,
+        tag: &str,
+        log_key: Option<&str>,
+    ) -> Result<Published, QueueError> {
+        check_digest(&image.digest)?;
+        let size = image_size(image.size)?;
+        let now = self.now();
+        let published = with_pool!(self.db, |pool| async {
+            // The lease check is the first statement and a write, so on
+            // SQLite the write lock is held before anything is read.
+            let mut tx = pool.begin_write().await?;
+            let held: Option<i64> = sqlx::query_scalar(
+                "UPDATE builds SET status = 'succeeded', finished_at = $1, lease_until = NULL,
+                     error = NULL, log_key = COALESCE($2, log_key)
+                 WHERE id = $3 AND worker_id = $4 AND attempt = $5 AND status = 'running'
+                 RETURNING id",
+            )
+            .bind(now)
+            .bind(log_key)
+            .bind(lease.build_id)
+            .bind(&lease.worker_id)
+            .bind(lease.attempt)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if held.is_none() {
+                return Ok(None);
+            }
+            let stored = insert_image_in!(tx, image, size, now)?;
+            let build: Build =
+                sqlx::query_as("UPDATE builds SET image_id = $1 WHERE id = $2 RETURNING *")
+                    .bind(stored.image.id)
+                    .bind(lease.build_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let tag = set_tag_in!(tx, container_id, tag, stored.image.id, now)?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some(Published {
+                build,
+                image: stored,
+                tag,
+            }))
+        }
+        .await)
+        .map_err(DbError::query("publish a build's image"))?;
+        published.ok_or_else(|| not_holder(lease))
+    }
+
     /// Marks the build failed with `error` (the build's own failure: not
     /// retried). Only the lease's holder may, as for [`Queue::complete`].
     pub async fn fail(
@@ -465,6 +556,9 @@ impl Queue {
             .await);
             match result {
                 Ok(mut reaped) => {
+                    if !reaped.requeued.is_empty() {
+                        self.wake_workers();
+                    }
                     // RETURNING gives no order; callers and logs like one.
                     reaped.requeued.sort_unstable();
                     reaped.failed.sort_unstable();

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub mod repo;
+pub mod worker_token;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,11 +20,15 @@ pub enum Command {
     /// Repositories the hub builds.
     #[command(subcommand)]
     Repo(repo::Command),
+    /// Tokens for `sifhub worker` machines.
+    #[command(subcommand)]
+    WorkerToken(worker_token::Command),
 }
 
 pub fn run(args: Args) -> super::CliResult {
     let config = crate::config::Config::load(args.config.as_deref())?;
     match args.command {
         Command::Repo(command) => repo::run(&config, command),
+        Command::WorkerToken(command) => worker_token::run(&config, command),
     }
 }

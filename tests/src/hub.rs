@@ -103,6 +103,12 @@ impl HubProcess {
         }
     }
 
+    /// Changes a setting for the next (re)start.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
     /// Starts it again on the same folder, port and settings.
     pub fn restart(&mut self) {
         self.kill();

@@ -7,7 +7,9 @@
 //! state in order; a second push changing one recipe builds only that one;
 //! redeliveries, bad or missing signatures, oversized bodies and pushes to
 //! other branches queue nothing. Runs on SQLite + a local storage folder and
-//! on PostgreSQL + an S3-compatible server.
+//! on PostgreSQL + an S3-compatible server. And a hub killed with SIGKILL
+//! in the middle of an artifact upload shows no partial object after its
+//! restart, and the build is retried to success.
 //! Needs root and the Debian packages docker-registry, skopeo, umoci,
 //! squashfs-tools, slirp4netns, git, postgresql, and s3s-fs
 //! (scripts/install-deps.sh test).
@@ -409,4 +411,140 @@ async fn push_builds_and_serves_on_postgresql_and_s3() {
             >= 3,
         "{files:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hub_killed_during_an_upload_shows_nothing_partial_and_retries_the_build() {
+    let mut world = World::start(
+        None,
+        vec![
+            ("SIFHUB_WORKER_SLOTS", "0".to_owned()),
+            ("SIFHUB_BUILD_LEASE_SECONDS", "3".to_owned()),
+        ],
+    )
+    .await;
+    let reg = world.registry.clone();
+    let (sha, status, answer) = world
+        .push("main", &[("Singularity", recipe(&reg, "after a crash"))])
+        .await;
+    assert!(status < 300, "{answer}");
+
+    // This test is the worker: it claims the build and starts uploading.
+    let token = {
+        let out = std::process::Command::new(sifhub_tests::sifhub_bin())
+            .args(["admin", "worker-token", "create", "--name", "uploader"])
+            .env("SIFHUB_DATA_DIR", world.hub.data_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let client = reqwest::Client::new();
+    let api = format!("{}/api/worker/v1", world.hub.url());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job: Value = loop {
+        let response = client
+            .post(format!("{api}/claim"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"worker": "uploader"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break response.json().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing to claim: {}",
+            world.hub.log()
+        );
+    };
+    let build_id = job["build_id"].as_i64().unwrap();
+    let content: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+    let partial_hex = hex::encode(Sha256::digest(&content));
+    let (chunks, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let upload = tokio::spawn(
+        client
+            .put(format!(
+                "{api}/builds/{build_id}/artifact?attempt={}&sha256={partial_hex}&size={}",
+                job["attempt"],
+                content.len()
+            ))
+            .bearer_auth(&token)
+            .body(reqwest::Body::wrap_stream(tokio_stream_from(body)))
+            .send(),
+    );
+    for chunk in content.chunks(8 << 20).take(3) {
+        chunks.send(Ok(chunk.to_vec())).await.unwrap();
+    }
+    // Let the hub write what it got, then kill it mid-upload.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    world.hub.kill();
+    drop(chunks);
+    // Whatever the client makes of it, the hub died mid-request.
+    let _ = upload.await.unwrap();
+    let images = world.hub.data_dir().join("storage/images/sha256");
+    let final_path = images.join(format!("{partial_hex}.sif"));
+    assert!(
+        !final_path.exists(),
+        "a partial upload is visible at {}",
+        final_path.display()
+    );
+    let staged: Vec<String> = std::fs::read_dir(&images)
+        .map(|dir| {
+            dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        staged
+            .iter()
+            .any(|name| name.starts_with(&format!("{partial_hex}.sif#"))),
+        "the hub was killed before it stored any of the upload: {staged:?}"
+    );
+
+    // Back up with an in-process worker: the lease runs out and the build
+    // is built again, to success.
+    world.hub.set_env("SIFHUB_WORKER_SLOTS", "1");
+    tokio::task::block_in_place(|| world.hub.restart());
+    let built = world.wait_built(&sha, &["Singularity"]).await;
+    let build = &built["Singularity"];
+    assert_eq!(build.attempt, 2, "{build:?}");
+    let digest = world.image_digest(build).await;
+    assert!(
+        !final_path.exists(),
+        "the partial upload appeared after the restart"
+    );
+    let (status, _) = world
+        .download(&format!("/download/sha256/{partial_hex}"))
+        .await;
+    assert_eq!(status, 404);
+    let visible: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sif"))
+        .collect();
+    assert_eq!(
+        visible,
+        [format!("{}.sif", digest.trim_start_matches("sha256:"))],
+        "only the finished image is under a final key"
+    );
+    assert!(world
+        .db
+        .find_image_by_digest(&format!("sha256:{partial_hex}"))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// The receiving end of a channel as a stream, for a request body sent
+/// piece by piece.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

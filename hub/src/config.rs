@@ -500,6 +500,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_reads_and_matches_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sifhub.example.toml");
+        let config = Config::from_file(&example).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
     fn bad_values_name_the_variable_or_file() {
         let mut config = Config::default();
         let err = config

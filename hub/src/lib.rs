@@ -10,3 +10,16 @@ pub mod queue;
 pub mod serve;
 pub mod storage;
 pub mod worker;
+
+/// An error and its causes on one line, `a: b: c`, as logs and answers
+/// show them.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

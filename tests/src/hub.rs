@@ -121,3 +121,21 @@ impl Drop for HubProcess {
         self.kill();
     }
 }
+
+/// `sifhub admin worker-token create --name NAME` on the hub whose data
+/// folder is `data_dir`; returns the printed token.
+pub fn admin_worker_token(data_dir: &Path, name: &str) -> String {
+    let out = Command::new(sifhub_bin())
+        .args(["admin", "worker-token", "create", "--name", name])
+        .env("SIFHUB_DATA_DIR", data_dir)
+        .output()
+        .expect("run sifhub admin worker-token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(token.len() > 40, "{token:?}");
+    token
+}

@@ -94,3 +94,22 @@ pub fn system_tool(name: &str, package: &str) -> PathBuf {
     }
     panic!("{name} not found: install the Debian package {package} (scripts/test.sh does)");
 }
+
+/// Deterministic bytes that do not compress or repeat in aligned blocks.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+/// Lowercase hex sha256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}

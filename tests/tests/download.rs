@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest as _, Sha256};
 use sifhub::db::{Db, NewImage, NewRepository, RepositorySettings, Timestamp};
 use sifhub::storage::{Expected, Storage, StorageKey};
 use sifhub_tests::postgres::both_backends;
 use sifhub_tests::s3::S3Server;
+use sifhub_tests::{pseudo_random_bytes, sha256_hex};
 
 struct Hub {
     child: Child,
@@ -73,22 +73,6 @@ fn start_hub(data_dir: &Path, env: &[(&str, String)]) -> Hub {
             "no 'listening on' line: {lines:?}"
         );
     }
-}
-
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u8
-        })
-        .collect()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// Records `owner/repo` (public or not) with `container:tag` naming an
@@ -238,7 +222,7 @@ async fn downloads_from_a_local_folder() {
     .unwrap();
     let storage =
         Storage::open(&format!("file://{}", data.path().join("storage").display())).unwrap();
-    let image = content(3 * 1024 * 1024 + 123, 1);
+    let image = pseudo_random_bytes(3 * 1024 * 1024 + 123, 1);
     let hex = publish(
         &db,
         &storage,
@@ -247,7 +231,7 @@ async fn downloads_from_a_local_folder() {
         &image,
     )
     .await;
-    let secret = content(1000, 2);
+    let secret = pseudo_random_bytes(1000, 2);
     let secret_hex = publish(
         &db,
         &storage,
@@ -439,7 +423,7 @@ async fn s3_downloads_redirect_to_a_signed_url() {
     .unwrap();
     let aws_env = server.env().into_iter().map(|(k, v)| (k.to_owned(), v));
     let storage = Storage::open_with_env(&url, aws_env).unwrap();
-    let image = content(2 * 1024 * 1024 + 1, 3);
+    let image = pseudo_random_bytes(2 * 1024 * 1024 + 1, 3);
     let hex = publish(
         &db,
         &storage,

@@ -9,26 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt as _, TryStreamExt as _};
-use sha2::{Digest as _, Sha256};
 use sifhub::storage::{Expected, Storage, StorageError, StorageKey};
 use sifhub_tests::s3::S3Server;
-
-/// Deterministic bytes that do not compress or repeat in aligned blocks.
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u8
-        })
-        .collect()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+use sifhub_tests::{pseudo_random_bytes, sha256_hex};
 
 /// `data` as a body of uneven chunks.
 fn body(data: &[u8]) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
@@ -57,7 +40,7 @@ async fn read_all(
 /// The test body both backends run.
 async fn exercise(storage: &Storage) {
     // Larger than one multipart part (16 MiB), so several parts are sent.
-    let image = content(20 * 1024 * 1024 + 5, 1);
+    let image = pseudo_random_bytes(20 * 1024 * 1024 + 5, 1);
     let hex = sha256_hex(&image);
     let key = StorageKey::image(&hex).unwrap();
     assert_eq!(storage.head(&key).await.unwrap(), None);
@@ -114,7 +97,7 @@ async fn exercise(storage: &Storage) {
     );
 
     // Identical digest key but different bytes: refused, the object kept.
-    let wrong = content(4096, 2);
+    let wrong = pseudo_random_bytes(4096, 2);
     let err = storage
         .put_stream(&key, body(&wrong), Expected::default())
         .await
@@ -123,7 +106,7 @@ async fn exercise(storage: &Storage) {
     assert_eq!(storage.head(&key).await.unwrap(), Some(info));
 
     // A body that fails after a part went out: nothing under the key.
-    let other = content(18 * 1024 * 1024, 3);
+    let other = pseudo_random_bytes(18 * 1024 * 1024, 3);
     let other_key = StorageKey::image(&sha256_hex(&other)).unwrap();
     let failing = body(&other[..17 * 1024 * 1024]).chain(stream::iter([Err(
         std::io::Error::other("client went away"),
@@ -356,7 +339,7 @@ async fn upload_cut_off_by_a_crash_leaves_nothing_visible() {
     let root = dir.path().join("storage");
     let url = format!("file://{}", root.display());
     let storage = Storage::open(&url).unwrap();
-    let data = content(40 * 1024 * 1024, 4);
+    let data = pseudo_random_bytes(40 * 1024 * 1024, 4);
     let key = StorageKey::image(&sha256_hex(&data)).unwrap();
 
     // A body that delivers 33 MiB and then stalls for ever.

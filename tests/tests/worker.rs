@@ -221,19 +221,7 @@ impl Hub {
 
     /// `sifhub admin worker-token create` on the hub's data folder.
     fn worker_token(&self) -> String {
-        let out = Command::new(sifhub_bin())
-            .args(["admin", "worker-token", "create", "--name", "test worker"])
-            .env("SIFHUB_DATA_DIR", self.data.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        assert!(token.len() > 40, "{token:?}");
-        token
+        sifhub_tests::hub::admin_worker_token(self.data.path(), "test worker")
     }
 
     fn worker(&self, token: &str, work: &Path) -> Proc {

@@ -25,6 +25,7 @@ use crate::db::{
     hash_token, ApiToken, Db, DbError, NewImage, NewToken, Recipe, Repository, Timestamp,
     TokenScope,
 };
+use crate::error_chain;
 use crate::github::status::{BuildReport, BuildStage};
 use crate::github::RepoRef;
 use crate::queue::{Build, BuildStatus, Lease, QueueError};
@@ -92,18 +93,6 @@ impl IntoResponse for WorkerApiError {
         }
         response
     }
-}
-
-/// The error and its causes on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The worker routes, to nest at [`PREFIX`].

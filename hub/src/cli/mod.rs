@@ -63,13 +63,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let mut msg = format!("error: {err}");
-            let mut source = err.source();
-            while let Some(cause) = source {
-                msg.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("{msg}");
+            eprintln!("error: {}", crate::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -33,6 +33,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -198,6 +199,11 @@ impl Timestamp {
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: Pool,
+    /// SQLite takes one writer at a time, and writers that find the lock
+    /// taken sleep and retry (the busy timeout): under load some retry for
+    /// hundreds of milliseconds while others get in. This process's write
+    /// transactions queue here instead, first come first served.
+    sqlite_writers: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -332,8 +338,16 @@ impl BeginWrite for PgPool {
 
 /// A write transaction on either backend, for work that spans several
 /// store functions (a webhook delivery, the recipes it finds and the builds
-/// it queues commit together). Begun with `BEGIN IMMEDIATE` on SQLite.
-pub struct WriteTx(pub(crate) TxInner);
+/// it queues commit together). Begun with `BEGIN IMMEDIATE` on SQLite,
+/// holding the process's writer turn (see [`Db`]) until it ends.
+pub struct WriteTx(
+    pub(crate) TxInner,
+    #[allow(
+        dead_code,
+        reason = "held for its drop: the writer turn ends with the transaction"
+    )]
+    Option<tokio::sync::OwnedMutexGuard<()>>,
+);
 
 pub(crate) enum TxInner {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
@@ -354,6 +368,7 @@ pub(crate) use with_tx;
 
 impl WriteTx {
     pub async fn commit(self) -> Result<(), DbError> {
+        // The writer turn (`self.1`) is released after the commit.
         match self.0 {
             TxInner::Sqlite(tx) => tx.commit().await,
             TxInner::Postgres(tx) => tx.commit().await,
@@ -423,6 +438,7 @@ impl Db {
             })?;
         Ok(Self {
             pool: Pool::Sqlite(pool),
+            sqlite_writers: Some(Arc::new(tokio::sync::Mutex::new(()))),
         })
     }
 
@@ -447,15 +463,21 @@ impl Db {
             .map_err(connect_error)?;
         Ok(Self {
             pool: Pool::Postgres(pool),
+            sqlite_writers: None,
         })
     }
 
     /// Begins a [`WriteTx`]; dropping it uncommitted rolls it back.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        Ok(WriteTx(match &self.pool {
+        let turn = match &self.sqlite_writers {
+            Some(writers) => Some(writers.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = match &self.pool {
             Pool::Sqlite(pool) => TxInner::Sqlite(pool.begin_write().await?),
             Pool::Postgres(pool) => TxInner::Postgres(pool.begin_write().await?),
-        }))
+        };
+        Ok(WriteTx(tx, turn))
     }
 
     /// One round trip, for readiness checks.

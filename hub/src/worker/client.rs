@@ -118,7 +118,7 @@ impl HubClient {
             match call().await {
                 Err(e) if e.is_transient() && tries < TRIES => {
                     pause = next_backoff(pause);
-                    tracing::warn!("{}; trying again in {pause:?}", super::error_chain(&e));
+                    tracing::warn!("{}; trying again in {pause:?}", crate::error_chain(&e));
                     tokio::time::sleep(pause).await;
                 }
                 Err(e) => {

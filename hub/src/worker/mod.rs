@@ -25,6 +25,7 @@ use sifhub_builder::sandbox::Limits;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Secret;
+use crate::error_chain;
 use client::{next_backoff, ClientError, HubClient};
 use protocol::{CompleteRequest, Job};
 
@@ -399,17 +400,6 @@ fn safe_relative(path: &str) -> Option<PathBuf> {
         .components()
         .all(|c| matches!(c, std::path::Component::Normal(_)));
     (normal && path.components().next().is_some()).then(|| path.to_owned())
-}
-
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Sets the flag when dropped: the builder in its blocking task stops at

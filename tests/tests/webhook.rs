@@ -56,6 +56,20 @@ impl Hub {
         }
     }
 
+    /// Records a recipe of alice/analysis, as an earlier push would have.
+    async fn add_recipe(&self, path: &str, container: &str, tag: &str) {
+        let repo = self
+            .db()
+            .find_repository("alice", "analysis")
+            .await
+            .unwrap()
+            .unwrap();
+        self.db()
+            .upsert_recipe(repo.id, path, container, tag, sifhub::db::Timestamp::now())
+            .await
+            .unwrap();
+    }
+
     fn db(&self) -> &Db {
         &self.state.db
     }
@@ -188,22 +202,8 @@ where
 /// file lists (its first delivery would list the tree instead).
 async fn installed_with_a_recipe(hub: &Hub) {
     hub.install().await;
-    let repo = hub
-        .db()
-        .find_repository("alice", "analysis")
-        .await
-        .unwrap()
-        .unwrap();
-    hub.db()
-        .upsert_recipe(
-            repo.id,
-            "legacy/Singularity",
-            "legacy",
-            "latest",
-            sifhub::db::Timestamp::now(),
-        )
-        .await
-        .unwrap();
+    hub.add_recipe("legacy/Singularity", "legacy", "latest")
+        .await;
 }
 
 #[tokio::test]
@@ -652,22 +652,7 @@ async fn a_truncated_push_or_a_new_repository_asks_for_a_tree_listing() {
         assert_eq!(scan.delivery_id.as_deref(), Some("first"));
 
         // With recipes known, a push listing GitHub's 20 commits may be cut short.
-        let repo = hub
-            .db()
-            .find_repository("alice", "analysis")
-            .await
-            .unwrap()
-            .unwrap();
-        hub.db()
-            .upsert_recipe(
-                repo.id,
-                "Singularity",
-                "analysis",
-                "latest",
-                sifhub::db::Timestamp::now(),
-            )
-            .await
-            .unwrap();
+        hub.add_recipe("Singularity", "analysis", "latest").await;
         let commits = (0..20)
             .map(|i| commit(&format!("k{i}"), &[], &["Singularity"], &[]))
             .collect();

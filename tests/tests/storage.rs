@@ -300,10 +300,7 @@ where
     // The right bytes: published under the image key, the upload removed.
     let third = StorageKey::upload(2, 1);
     upload(third.clone(), image.clone()).await;
-    let stored = storage
-        .promote(&third, &key, exact.clone())
-        .await
-        .unwrap();
+    let stored = storage.promote(&third, &key, exact.clone()).await.unwrap();
     assert_eq!(stored.sha256_hex, hex);
     assert_eq!(stored.size, image.len() as u64);
     assert!(!stored.already_present);

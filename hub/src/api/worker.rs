@@ -33,8 +33,9 @@ use crate::queue::{Build, BuildStatus, Lease, QueueError};
 use crate::serve::AppState;
 use crate::storage::{Expected, StorageError, StorageKey};
 use crate::worker::protocol::{
-    ArtifactQuery, ArtifactStored, ArtifactUrl, ArtifactUrlRequest, AttemptRequest, ClaimRequest, CompleteRequest, CompleteResponse,
-    ErrorBody, FailRequest, HeartbeatResponse, Job, LogAccepted, LogChunk, SourceQuery, PREFIX,
+    ArtifactQuery, ArtifactStored, ArtifactUrl, ArtifactUrlRequest, AttemptRequest, ClaimRequest,
+    CompleteRequest, CompleteResponse, ErrorBody, FailRequest, HeartbeatResponse, Job, LogAccepted,
+    LogChunk, SourceQuery, PREFIX,
 };
 
 /// Longest worker name kept in a lease (names come from the worker).

@@ -14,8 +14,9 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 
 use super::protocol::{
-    ArtifactQuery, ArtifactStored, ArtifactUrl, ArtifactUrlRequest, AttemptRequest, ClaimRequest, CompleteRequest, CompleteResponse,
-    ErrorBody, FailRequest, HeartbeatResponse, Job, LogAccepted, LogChunk, PREFIX,
+    ArtifactQuery, ArtifactStored, ArtifactUrl, ArtifactUrlRequest, AttemptRequest, ClaimRequest,
+    CompleteRequest, CompleteResponse, ErrorBody, FailRequest, HeartbeatResponse, Job, LogAccepted,
+    LogChunk, PREFIX,
 };
 use crate::config::Secret;
 

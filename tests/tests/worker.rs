@@ -565,6 +565,16 @@ fn a_worker_builds_and_the_hub_publishes_image_tag_log_and_status() {
         hub_log.contains(&format!("build {} attempt 1: claimed by", build.id)),
         "{hub_log}"
     );
+    // A local folder signs no upload URL: the image went through the hub.
+    let builds = format!("/api/worker/v1/builds/{}", build.id);
+    assert!(
+        hub_log.contains(&format!("POST {builds}/artifact-url 404 ")),
+        "{hub_log}"
+    );
+    assert!(
+        hub_log.contains(&format!("PUT {builds}/artifact 201 ")),
+        "{hub_log}"
+    );
     hub.proc.wait_for_line(
         &format!(
             "build {} attempt 1: succeeded with {}",

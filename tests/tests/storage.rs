@@ -2,7 +2,10 @@
 //! (`s3s-fs`), the same test body for both: objects written, read (whole and
 //! by range) and deleted; identical images stored once; no partial object
 //! ever visible under its key, whether the body fails, does not match its
-//! digest or size, or the process dies mid-upload.
+//! digest or size, or the process dies mid-upload. Promoting a worker's
+//! upload to its image key publishes verified bytes only, and removes the
+//! upload; on S3 such uploads arrive through a signed `PUT` URL, which a
+//! local folder does not hand out.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -240,6 +243,79 @@ fn keys_cannot_escape_their_folder() {
     ));
 }
 
+/// The promotion body both backends run: `upload` stores bytes under an
+/// upload key as a worker would.
+async fn exercise_promote<F, Fut>(storage: &Storage, upload: F)
+where
+    F: Fn(StorageKey, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    // Larger than one multipart part, so the promotion sends several.
+    let image = pseudo_random_bytes(17 * 1024 * 1024 + 3, 11);
+    let hex = sha256_hex(&image);
+    let key = StorageKey::image(&hex).unwrap();
+    let exact = Expected {
+        sha256_hex: Some(hex.clone()),
+        size: Some(image.len() as u64),
+    };
+
+    // Wrong bytes: nothing published, the upload removed.
+    let first = StorageKey::upload(1, 1);
+    upload(first.clone(), pseudo_random_bytes(image.len(), 12)).await;
+    assert!(storage.head(&first).await.unwrap().is_some());
+    let err = storage
+        .promote(&first, &key, exact.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::DigestMismatch { .. }), "{err}");
+    assert_eq!(storage.head(&key).await.unwrap(), None);
+    assert_eq!(storage.head(&first).await.unwrap(), None);
+
+    // The right bytes but a size other than announced: the same.
+    let second = StorageKey::upload(1, 2);
+    upload(second.clone(), image.clone()).await;
+    let err = storage
+        .promote(
+            &second,
+            &key,
+            Expected {
+                sha256_hex: Some(hex.clone()),
+                size: Some(image.len() as u64 + 1),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::SizeMismatch { .. }), "{err}");
+    assert_eq!(storage.head(&key).await.unwrap(), None);
+    assert_eq!(storage.head(&second).await.unwrap(), None);
+
+    // No upload at all: not found, nothing published.
+    let err = storage
+        .promote(&second, &key, exact.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::NotFound { .. }), "{err}");
+    assert_eq!(storage.head(&key).await.unwrap(), None);
+
+    // The right bytes: published under the image key, the upload removed.
+    let third = StorageKey::upload(2, 1);
+    upload(third.clone(), image.clone()).await;
+    let stored = storage.promote(&third, &key, exact.clone()).await.unwrap();
+    assert_eq!(stored.sha256_hex, hex);
+    assert_eq!(stored.size, image.len() as u64);
+    assert!(!stored.already_present);
+    assert!(read_all(storage, &key, None).await == image);
+    assert_eq!(storage.head(&third).await.unwrap(), None);
+
+    // The same image uploaded again by another build: verified, kept once.
+    let fourth = StorageKey::upload(3, 1);
+    upload(fourth.clone(), image.clone()).await;
+    let again = storage.promote(&fourth, &key, exact).await.unwrap();
+    assert!(again.already_present);
+    assert_eq!(storage.head(&fourth).await.unwrap(), None);
+    storage.delete(&key).await.unwrap();
+}
+
 /// Every file under `root`, relative to it.
 fn files_under(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
@@ -274,6 +350,72 @@ async fn local_folder() {
             .unwrap(),
         None
     );
+    // Uploads go through the hub here: no signed upload URL.
+    assert_eq!(
+        storage
+            .signed_upload_url(&StorageKey::upload(1, 1), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        None
+    );
+    exercise_promote(&storage, |key, bytes| {
+        let storage = storage.clone();
+        async move { storage.put_bytes(&key, bytes.into()).await.unwrap() }
+    })
+    .await;
+    assert_eq!(files_under(&root), ["logs/8.log"]);
+}
+
+/// On S3 a worker's upload arrives through a signed `PUT` URL, holding no
+/// credentials, and the hub promotes it to its image key.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_signed_uploads_are_promoted_only_when_verified() {
+    let server = S3Server::start();
+    let env = server.env().into_iter().map(|(k, v)| (k.to_owned(), v));
+    let storage = Storage::open_with_env(&server.storage_url("hub"), env).unwrap();
+    let http = reqwest::Client::new();
+    exercise_promote(&storage, |key, bytes| {
+        let (storage, http) = (storage.clone(), http.clone());
+        async move {
+            let url = storage
+                .signed_upload_url(&key, Duration::from_secs(600))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!url.contains(sifhub_tests::s3::SECRET_KEY), "{url}");
+            let response = http.put(&url).body(bytes).send().await.unwrap();
+            assert!(
+                response.status().is_success(),
+                "{}: {}",
+                response.status(),
+                response.text().await.unwrap()
+            );
+        }
+    })
+    .await;
+    let files: Vec<String> = server
+        .files()
+        .into_iter()
+        .filter(|f| !f.starts_with(".") && !f.contains("/."))
+        .collect();
+    assert!(files.is_empty(), "{files:?}\n{}", server.log());
+
+    // A signed upload URL is for its key alone and writes nothing unsigned.
+    let url = storage
+        .signed_upload_url(&StorageKey::upload(9, 1), Duration::from_secs(600))
+        .await
+        .unwrap()
+        .unwrap();
+    let elsewhere = url.replace("uploads/9-1.sif", "images/sha256/evil.sif");
+    let response = http.put(&elsewhere).body("x").send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    let unsigned = format!("{}/sifhub-test/hub/uploads/9-1.sif", server.endpoint());
+    let response = http.put(&unsigned).body("x").send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    assert!(server
+        .files()
+        .iter()
+        .all(|f| f.starts_with(".") || f.contains("/.")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,11 @@
 //! log), the protocol's refusals (bad token, wrong attempt, a wrong
 //! sha256, a log chunk sent twice), and a worker killed with SIGKILL in
 //! the middle of a build: the lease expires and a second worker finishes
-//! it, with exactly one image and one succeeded build.
+//! it, with exactly one image and one succeeded build. On S3 storage the
+//! worker uploads the image straight to a signed URL and the hub verifies
+//! it before publishing: a build over S3 never sends the image through the
+//! hub, and an upload of wrong bytes is refused at completion with nothing
+//! published; on a local folder the hub declines to sign.
 //! Needs root (the build sandbox) and the packages the build tests need.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,8 +26,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use sifhub::db::{Db, NewRepository, Recipe, RepositorySettings, Timestamp};
 use sifhub::queue::{Build, BuildStatus, NewBuild, Queue, Trigger};
+use sifhub::storage::{Storage, StorageKey};
 use sifhub_tests::github::GitHubStandIn;
 use sifhub_tests::registry::{fixtures_dir, seeded_registry};
+use sifhub_tests::s3::S3Server;
 use sifhub_tests::sifhub_bin;
 
 /// A child process killed (SIGKILL) on drop, its output collected.
@@ -385,6 +391,20 @@ fn protocol_refuses_strangers_stale_attempts_and_wrong_digests() {
             .storage_file(&format!("images/sha256/{hex}.sif"))
             .exists());
     }
+    // A local folder hands out no signed upload URL: through the hub.
+    let ask = serde_json::json!({"attempt": 1, "sha256": right, "size": sif.len()});
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/artifact-url"),
+        &token,
+        ask.to_string().as_bytes(),
+    );
+    assert_eq!(status, 404, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("through the hub"),
+        "{body}"
+    );
     // Nor is completing without the image uploaded.
     let complete = serde_json::json!({
         "attempt": 1, "sha256": right, "size": sif.len(), "sif_metadata": {},
@@ -545,6 +565,16 @@ fn a_worker_builds_and_the_hub_publishes_image_tag_log_and_status() {
         hub_log.contains(&format!("build {} attempt 1: claimed by", build.id)),
         "{hub_log}"
     );
+    // A local folder signs no upload URL: the image went through the hub.
+    let builds = format!("/api/worker/v1/builds/{}", build.id);
+    assert!(
+        hub_log.contains(&format!("POST {builds}/artifact-url 404 ")),
+        "{hub_log}"
+    );
+    assert!(
+        hub_log.contains(&format!("PUT {builds}/artifact 201 ")),
+        "{hub_log}"
+    );
     hub.proc.wait_for_line(
         &format!(
             "build {} attempt 1: succeeded with {}",
@@ -701,4 +731,175 @@ fn serve_builds_with_its_in_process_worker_through_the_same_protocol() {
     }
     assert_ne!(digests[0], digests[1], "two recipes, two images");
     assert_eq!(stored_images(&hub).len(), 2);
+}
+
+/// A hub on `server`'s bucket (prefix `hub`), and a storage handle on it.
+fn hub_on_s3(server: &S3Server, github_api_url: &str, extra: &[(&str, String)]) -> (Hub, Storage) {
+    let mut env = server.env();
+    env.push(("SIFHUB_STORAGE_URL", server.storage_url("hub")));
+    env.extend(extra.iter().cloned());
+    let hub = Hub::start(github_api_url, 30, &env);
+    let aws = server.env().into_iter().map(|(k, v)| (k.to_owned(), v));
+    let storage = Storage::open_with_env(&server.storage_url("hub"), aws).unwrap();
+    (hub, storage)
+}
+
+/// The bucket's objects under the hub's prefix, relative to it.
+fn bucket_objects(server: &S3Server) -> Vec<String> {
+    server
+        .files()
+        .into_iter()
+        .filter(|f| !f.starts_with('.') && !f.contains("/."))
+        .filter_map(|f| f.strip_prefix("sifhub-test/hub/").map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn on_s3_a_worker_uploads_to_a_signed_url_and_the_hub_verifies_it() {
+    let registry = seeded_registry();
+    let recipe = format!(
+        "Bootstrap: docker\nFrom: {}/busybox:amd64\n\n%post\n    echo uploaded to s3 > /built\n",
+        registry.host()
+    );
+    let (_runtime, github, commit) = github_with_recipe("Singularity", &recipe);
+    let server = S3Server::start();
+    let (hub, storage) = hub_on_s3(
+        &server,
+        &github.base_url(),
+        &[("SIFHUB_GITHUB_TOKEN", github.plain_token())],
+    );
+    let recipe_row = hub.add_recipe("alice", "tools", "Singularity", "tools", "latest");
+    let build = hub.enqueue(&recipe_row, &commit);
+    let work = tempfile::tempdir().unwrap();
+    let worker = hub.worker(&hub.worker_token(), work.path());
+
+    let done = hub.wait_finished(build.id, Duration::from_secs(300), &[&worker]);
+    assert_eq!(
+        done.status,
+        BuildStatus::Succeeded,
+        "{done:?}\nhub:\n{}\nworker:\n{}\ns3s-fs:\n{}",
+        hub.proc.output(),
+        worker.output(),
+        server.log()
+    );
+    let image = hub
+        .runtime
+        .block_on(hub.db.find_image(done.image_id.unwrap()))
+        .unwrap()
+        .unwrap();
+    let hex = image.digest.strip_prefix("sha256:").unwrap();
+    let stored = hub
+        .runtime
+        .block_on(storage.get_bytes(&StorageKey::image(hex).unwrap()))
+        .unwrap();
+    assert_eq!(sha256_hex(&stored), hex);
+    assert_eq!(stored.len() as i64, image.size);
+    let mut objects = bucket_objects(&server);
+    objects.sort();
+    assert_eq!(
+        objects,
+        [
+            format!("images/sha256/{hex}.sif"),
+            format!("logs/{}.log", build.id)
+        ],
+        "one image, its log, and no upload left"
+    );
+
+    // The image went to the signed URL, never through the hub.
+    let hub_log = hub.proc.output();
+    let builds = format!("/api/worker/v1/builds/{}", build.id);
+    assert!(
+        hub_log.contains(&format!("POST {builds}/artifact-url 200 ")),
+        "{hub_log}"
+    );
+    assert!(
+        !hub_log.contains(&format!("PUT {builds}/artifact ")),
+        "{hub_log}"
+    );
+    assert!(
+        hub_log.contains(&format!("POST {builds}/complete 200 ")),
+        "{hub_log}"
+    );
+    assert!(
+        !worker.output().contains("uploading through the hub"),
+        "{}",
+        worker.output()
+    );
+}
+
+#[test]
+fn on_s3_a_signed_upload_of_wrong_bytes_publishes_nothing() {
+    let server = S3Server::start();
+    // GitHub is never reached here: no source is fetched.
+    let (hub, _storage) = hub_on_s3(&server, "http://127.0.0.1:9", &[]);
+    let recipe = hub.add_recipe("alice", "tools", "Singularity", "tools", "latest");
+    let build = hub.enqueue(&recipe, COMMIT);
+    let token = hub.worker_token();
+    let (status, body) = hub.http(
+        "POST",
+        "/api/worker/v1/claim",
+        &token,
+        br#"{"worker":"probe"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let sif = b"the SIF bytes the worker announces".to_vec();
+    let hex = sha256_hex(&sif);
+    let builds = format!("/api/worker/v1/builds/{}", build.id);
+    let ask = serde_json::json!({"attempt": 1, "sha256": hex, "size": sif.len()});
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/artifact-url"),
+        &hub.worker_token(),
+        ask.to_string().as_bytes(),
+    );
+    assert_eq!(status, 409, "only the lease holder gets a url: {body}");
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/artifact-url"),
+        &token,
+        ask.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(answer["expires_in"].as_u64().unwrap() >= 3600, "{body}");
+    let url = answer["url"].as_str().unwrap().to_owned();
+
+    // Other bytes of the same length go to the signed URL.
+    let wrong = vec![b'x'; sif.len()];
+    let put = hub.runtime.block_on(async {
+        reqwest::Client::new()
+            .put(&url)
+            .body(wrong)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(put.is_success(), "{put}");
+    assert_eq!(
+        bucket_objects(&server),
+        [format!("uploads/{}-1.sif", build.id)]
+    );
+
+    let complete = serde_json::json!({
+        "attempt": 1, "sha256": hex, "size": sif.len(), "sif_metadata": {},
+        "base_image_digest": null, "builder_version": null,
+    });
+    let (status, body) = hub.http(
+        "POST",
+        &format!("{builds}/complete"),
+        &token,
+        complete.to_string().as_bytes(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("sha256"), "{body}");
+    assert!(
+        bucket_objects(&server).is_empty(),
+        "nothing published, the upload removed: {:?}",
+        bucket_objects(&server)
+    );
+    let still = hub.build(build.id);
+    assert_eq!(still.status, BuildStatus::Running, "{still:?}");
+    assert_eq!(still.image_id, None);
 }

@@ -1,6 +1,7 @@
 //! The worker protocol, hub side: routes under `/api/worker/v1/` through
 //! which build workers (remote `sifhub worker` machines and the in-process
-//! worker alike) claim builds, renew leases, stream logs, upload images and
+//! worker alike) claim builds, renew leases, stream logs, upload images
+//! (through the hub, or on S3 to a signed URL, verified by the hub) and
 //! report results. Workers hold no database or storage credentials: a
 //! worker token (scope `worker`) is all they have, and the hub checks on
 //! every call that the caller holds the build's current lease (build,
@@ -32,12 +33,21 @@ use crate::queue::{Build, BuildStatus, Lease, QueueError};
 use crate::serve::AppState;
 use crate::storage::{Expected, StorageError, StorageKey};
 use crate::worker::protocol::{
-    ArtifactQuery, ArtifactStored, AttemptRequest, ClaimRequest, CompleteRequest, CompleteResponse,
-    ErrorBody, FailRequest, HeartbeatResponse, Job, LogAccepted, LogChunk, SourceQuery, PREFIX,
+    ArtifactQuery, ArtifactStored, ArtifactUrl, ArtifactUrlRequest, AttemptRequest, ClaimRequest,
+    CompleteRequest, CompleteResponse, ErrorBody, FailRequest, HeartbeatResponse, Job, LogAccepted,
+    LogChunk, SourceQuery, PREFIX,
 };
 
 /// Longest worker name kept in a lease (names come from the worker).
 const MAX_WORKER_NAME: usize = 64;
+/// A signed upload URL lasts this long, plus a second per
+/// [`SIGNED_UPLOAD_BYTES_PER_SEC`] of the image, so a slow link still
+/// finishes a big image.
+const SIGNED_UPLOAD_BASE: Duration = Duration::from_secs(3600);
+const SIGNED_UPLOAD_BYTES_PER_SEC: u64 = 1024 * 1024;
+/// S3 takes at most 5 GiB in one `PUT`; bigger images go through the hub,
+/// which uploads them in parts.
+const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerApiError {
@@ -49,6 +59,8 @@ pub enum WorkerApiError {
     NotLeaseHolder(QueueError),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    NoSignedUpload(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error(transparent)]
@@ -65,7 +77,9 @@ impl IntoResponse for WorkerApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             WorkerApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            WorkerApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            WorkerApiError::NotFound(_) | WorkerApiError::NoSignedUpload(_) => {
+                StatusCode::NOT_FOUND
+            }
             WorkerApiError::NotLeaseHolder(_) => StatusCode::CONFLICT,
             WorkerApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WorkerApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -103,6 +117,7 @@ pub fn routes() -> Router<AppState> {
         .route("/builds/{id}/log", post(append_log))
         .route("/builds/{id}/source", get(source))
         .route("/builds/{id}/artifact", put(artifact))
+        .route("/builds/{id}/artifact-url", post(artifact_url))
         .route("/builds/{id}/complete", post(complete))
         .route("/builds/{id}/fail", post(fail))
 }
@@ -465,6 +480,38 @@ async fn artifact(
     }
 }
 
+/// `POST builds/{id}/artifact-url`: a signed URL the worker `PUT`s the SIF
+/// to, under the attempt's upload key (never served); `complete` verifies
+/// and promotes it. 404 where uploads go through the hub: on a local
+/// folder, and for images above one `PUT`'s limit.
+async fn artifact_url(
+    State(state): State<AppState>,
+    WorkerToken(token): WorkerToken,
+    Path(build_id): Path<i64>,
+    Json(request): Json<ArtifactUrlRequest>,
+) -> Result<Json<ArtifactUrl>, WorkerApiError> {
+    check_sha256(&request.sha256)?;
+    held_lease(&state, &token, build_id, request.attempt).await?;
+    if request.size > MAX_SINGLE_PUT {
+        return Err(WorkerApiError::NoSignedUpload(format!(
+            "an image of {} bytes is above the {MAX_SINGLE_PUT} bytes of one storage PUT: upload it through the hub with PUT {PREFIX}/builds/{build_id}/artifact",
+            request.size
+        )));
+    }
+    let valid_for =
+        SIGNED_UPLOAD_BASE + Duration::from_secs(request.size / SIGNED_UPLOAD_BYTES_PER_SEC);
+    let key = StorageKey::upload(build_id, request.attempt);
+    match state.storage.signed_upload_url(&key, valid_for).await? {
+        Some(url) => Ok(Json(ArtifactUrl {
+            url,
+            expires_in: valid_for.as_secs(),
+        })),
+        None => Err(WorkerApiError::NoSignedUpload(format!(
+            "storage is a local folder: uploads go through the hub with PUT {PREFIX}/builds/{build_id}/artifact"
+        ))),
+    }
+}
+
 /// Writes the attempt's log to storage; its key for the build row.
 async fn store_log(
     state: &AppState,
@@ -489,11 +536,38 @@ async fn complete(
 ) -> Result<Json<CompleteResponse>, WorkerApiError> {
     check_sha256(&request.sha256)?;
     let (build, lease) = held_lease(&state, &token, build_id, request.attempt).await?;
-    let stored_size = state
+    let image_key = StorageKey::image(&request.sha256)?;
+    let upload_key = StorageKey::upload(build_id, request.attempt);
+    let mut stored_size = state
         .storage
-        .head(&StorageKey::image(&request.sha256)?)
+        .head(&image_key)
         .await?
         .map(|object| object.size);
+    if stored_size.is_some() {
+        // Another build stored these bytes first: an upload sent anyway is
+        // not needed.
+        state.storage.delete(&upload_key).await?;
+    } else if state.storage.head(&upload_key).await?.is_some() {
+        let expected = Expected {
+            sha256_hex: Some(request.sha256.clone()),
+            size: Some(request.size),
+        };
+        match state
+            .storage
+            .promote(&upload_key, &image_key, expected)
+            .await
+        {
+            Ok(stored) => stored_size = Some(stored.size),
+            Err(e @ (StorageError::DigestMismatch { .. } | StorageError::SizeMismatch { .. })) => {
+                tracing::warn!(
+                    "build {build_id} attempt {}: uploaded artifact refused: {e}",
+                    request.attempt
+                );
+                return Err(WorkerApiError::Unprocessable(error_chain(&e)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     if stored_size != Some(request.size) {
         return Err(WorkerApiError::Unprocessable(format!(
             "image sha256:{} of {} bytes was not uploaded (storage has {})",
@@ -558,6 +632,11 @@ async fn fail(
     Json(request): Json<FailRequest>,
 ) -> Result<StatusCode, WorkerApiError> {
     let (_, lease) = held_lease(&state, &token, build_id, request.attempt).await?;
+    // An upload of the failed attempt is of no use now.
+    state
+        .storage
+        .delete(&StorageKey::upload(build_id, request.attempt))
+        .await?;
     let log_key = store_log(&state, build_id, request.attempt).await?;
     let build = state
         .queue

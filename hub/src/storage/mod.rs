@@ -4,7 +4,10 @@
 //!
 //! Every object key is derived in one place, [`StorageKey::path`]: images by
 //! content digest (`images/sha256/<hex>.sif`, so identical images are stored
-//! once) and logs by build id (`logs/<id>.log`).
+//! once), logs by build id (`logs/<id>.log`), and images a worker uploads
+//! straight to S3 through a signed URL by build and attempt
+//! (`uploads/<id>-<attempt>.sif`): never served, only read back by
+//! [`Storage::promote`], which verifies them into their image key.
 //!
 //! Writes are atomic: an upload goes to a multipart upload (a staging file
 //! renamed into place on a local folder, an S3 multipart upload elsewhere)
@@ -116,6 +119,9 @@ pub enum StorageKey {
     Image { sha256_hex: String },
     /// The log of one build.
     BuildLog { build_id: i64 },
+    /// An image as a worker uploaded it for one attempt of a build,
+    /// unverified until [`Storage::promote`] copies it to its image key.
+    Upload { build_id: i64, attempt: i64 },
 }
 
 impl StorageKey {
@@ -141,11 +147,18 @@ impl StorageKey {
         StorageKey::BuildLog { build_id }
     }
 
+    pub fn upload(build_id: i64, attempt: i64) -> Self {
+        StorageKey::Upload { build_id, attempt }
+    }
+
     /// The object's path below the storage root.
     pub fn path(&self) -> String {
         match self {
             StorageKey::Image { sha256_hex } => format!("images/sha256/{sha256_hex}.sif"),
             StorageKey::BuildLog { build_id } => format!("logs/{build_id}.log"),
+            StorageKey::Upload { build_id, attempt } => {
+                format!("uploads/{build_id}-{attempt}.sif")
+            }
         }
     }
 }
@@ -511,6 +524,52 @@ impl Storage {
             }
         }
     }
+
+    /// A URL a client can `PUT` the object's bytes to directly for
+    /// `valid_for`, holding no credentials: `Some` on S3, `None` on a local
+    /// folder (uploads go through the hub there). Meant for
+    /// [`StorageKey::Upload`] keys, whose objects [`Storage::promote`]
+    /// verifies before anything is published.
+    pub async fn signed_upload_url(
+        &self,
+        key: &StorageKey,
+        valid_for: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        match &*self.backend {
+            Backend::Local { .. } => Ok(None),
+            Backend::S3 { store, .. } => {
+                let url = store
+                    .signed_url(axum::http::Method::PUT, &self.object_path(key), valid_for)
+                    .await
+                    .map_err(store_error("url signing", key))?;
+                Ok(Some(url.to_string()))
+            }
+        }
+    }
+
+    /// Publishes the object under `upload` as `target`: streamed through
+    /// [`Storage::put_stream`], so `target` appears only if the bytes match
+    /// `expected` (and the digest of an image key). The upload object is
+    /// deleted once published or refused (a failed deletion is logged); kept
+    /// when storage itself failed, so the promotion can be tried again.
+    pub async fn promote(
+        &self,
+        upload: &StorageKey,
+        target: &StorageKey,
+        expected: Expected,
+    ) -> Result<Stored, StorageError> {
+        let body = self.get(upload, None).await?.map_err(std::io::Error::other);
+        let result = self.put_stream(target, body, expected).await;
+        if let Ok(_)
+        | Err(StorageError::DigestMismatch { .. } | StorageError::SizeMismatch { .. }) = &result
+        {
+            // The outcome stands either way: a leftover upload is never served.
+            if let Err(e) = self.delete(upload).await {
+                tracing::warn!("cannot delete the promoted upload {upload}: {e}");
+            }
+        }
+        result
+    }
 }
 
 /// `expected`, plus the digest an image's key names.
@@ -719,6 +778,7 @@ mod tests {
             format!("images/sha256/{hex}.sif")
         );
         assert_eq!(StorageKey::build_log(42).path(), "logs/42.log");
+        assert_eq!(StorageKey::upload(42, 3).path(), "uploads/42-3.sif");
         for bad in [
             "../x",
             "",

@@ -1,6 +1,8 @@
 //! The worker protocol, worker side: one call per route, each retried with
 //! backoff while the hub is unreachable or answers 5xx, and a 409 turned
-//! into [`ClientError::LeaseLost`] so the caller stops the build.
+//! into [`ClientError::LeaseLost`] so the caller stops the build. Images
+//! go straight to storage when the hub hands out a signed upload URL (S3),
+//! through the hub otherwise.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,8 +14,9 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 
 use super::protocol::{
-    ArtifactQuery, ArtifactStored, AttemptRequest, ClaimRequest, CompleteRequest, CompleteResponse,
-    ErrorBody, FailRequest, HeartbeatResponse, Job, LogAccepted, LogChunk, PREFIX,
+    ArtifactQuery, ArtifactStored, ArtifactUrl, ArtifactUrlRequest, AttemptRequest, ClaimRequest,
+    CompleteRequest, CompleteResponse, ErrorBody, FailRequest, HeartbeatResponse, Job, LogAccepted,
+    LogChunk, PREFIX,
 };
 use crate::config::Secret;
 
@@ -47,6 +50,19 @@ pub enum ClientError {
         "{what}: the lease is lost (expired, cancelled or handed to another worker): {message}"
     )]
     LeaseLost { what: String, message: String },
+    /// The URL is left out: its query is a credential.
+    #[error("{what}: cannot reach storage at the signed upload url")]
+    StorageTransport {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{what}: storage answered {status} to the signed upload: {message}")]
+    StorageRefused {
+        what: String,
+        status: u16,
+        message: String,
+    },
     #[error("{what}: {path}")]
     File {
         what: String,
@@ -61,8 +77,10 @@ impl ClientError {
     /// failed inside.
     fn is_transient(&self) -> bool {
         match self {
-            ClientError::Transport { .. } => true,
-            ClientError::Refused { status, .. } => *status >= 500 || *status == 429,
+            ClientError::Transport { .. } | ClientError::StorageTransport { .. } => true,
+            ClientError::Refused { status, .. } | ClientError::StorageRefused { status, .. } => {
+                *status >= 500 || *status == 429
+            }
             _ => false,
         }
     }
@@ -277,8 +295,91 @@ impl HubClient {
     }
 
     /// Streams the image at `path` (whose sha256 and size are known) to
-    /// the hub's storage.
+    /// the hub's storage: straight to the signed URL the hub hands out,
+    /// or, where it has none (404), through the hub.
     pub async fn upload_artifact(
+        &self,
+        job: &Job,
+        path: &Path,
+        sha256: &str,
+        size: u64,
+    ) -> Result<(), ClientError> {
+        match self.artifact_url(job, sha256, size).await {
+            Ok(target) => self.upload_to_storage(job, &target, path, size).await,
+            Err(ClientError::Refused {
+                status: 404,
+                message,
+                ..
+            }) => {
+                tracing::info!(
+                    "build {}: uploading through the hub: {message}",
+                    job.build_id
+                );
+                self.upload_through_hub(job, path, sha256, size).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the hub where to upload the image directly.
+    async fn artifact_url(
+        &self,
+        job: &Job,
+        sha256: &str,
+        size: u64,
+    ) -> Result<ArtifactUrl, ClientError> {
+        let what = format!("upload url for the image of build {}", job.build_id);
+        let request = ArtifactUrlRequest {
+            attempt: job.attempt,
+            sha256: sha256.to_owned(),
+            size,
+        };
+        let path = format!("/builds/{}/artifact-url", job.build_id);
+        self.post_json(&what, &path, &request)
+            .await?
+            .ok_or_else(|| empty_answer(&what))
+    }
+
+    /// `PUT`s the image to a signed storage URL, streamed from disk.
+    async fn upload_to_storage(
+        &self,
+        job: &Job,
+        target: &ArtifactUrl,
+        path: &Path,
+        size: u64,
+    ) -> Result<(), ClientError> {
+        let what = format!("upload of the image of build {} to storage", job.build_id);
+        self.retry(&what, || async {
+            let body = file_body(&what, path).await?;
+            // No bearer token: the URL's signature is the authorisation,
+            // and the worker token is the hub's alone.
+            let response = self
+                .http
+                .put(&target.url)
+                .header(reqwest::header::CONTENT_LENGTH, size)
+                .body(body)
+                .send()
+                .await
+                .map_err(|source| ClientError::StorageTransport {
+                    what: what.clone(),
+                    source: source.without_url(),
+                })?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let message = response.text().await.unwrap_or_default();
+            Err(ClientError::StorageRefused {
+                what: what.clone(),
+                status: status.as_u16(),
+                message: message.chars().take(500).collect(),
+            })
+        })
+        .await
+    }
+
+    /// Streams the image through the hub, which stores it.
+    async fn upload_through_hub(
         &self,
         job: &Job,
         path: &Path,
@@ -293,14 +394,7 @@ impl HubClient {
         };
         let url = self.url(&format!("/builds/{}/artifact", job.build_id));
         self.retry(&what, || async {
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|source| ClientError::File {
-                    what: format!("{what}: cannot open"),
-                    path: path.to_owned(),
-                    source,
-                })?;
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+            let body = file_body(&what, path).await?;
             let request = self
                 .http
                 .put(&url)
@@ -340,6 +434,20 @@ impl HubClient {
             .await
             .map(|_| ())
     }
+}
+
+/// The file at `path` as a streamed request body.
+async fn file_body(what: &str, path: &Path) -> Result<reqwest::Body, ClientError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|source| ClientError::File {
+            what: format!("{what}: cannot open"),
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(reqwest::Body::wrap_stream(
+        tokio_util::io::ReaderStream::new(file),
+    ))
 }
 
 fn empty_answer(what: &str) -> ClientError {

@@ -87,13 +87,35 @@ pub struct ArtifactStored {
     pub already_present: bool,
 }
 
+/// `POST builds/{id}/artifact-url`: asks where to `PUT` the SIF (`size`
+/// bytes whose sha256 is `sha256`, lowercase hex) straight into storage.
+/// Answered with [`ArtifactUrl`] on S3, and 404 with an [`ErrorBody`] when
+/// uploads go through the hub (`PUT builds/{id}/artifact`) instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactUrlRequest {
+    pub attempt: i64,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A signed URL to `PUT` the SIF to, with `Content-Length`; the hub
+/// verifies what arrived when the build completes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactUrl {
+    pub url: String,
+    /// Seconds the URL stays valid.
+    pub expires_in: u64,
+}
+
 /// Query of `GET builds/{id}/source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceQuery {
     pub attempt: i64,
 }
 
-/// `POST builds/{id}/complete`, after the artifact was uploaded.
+/// `POST builds/{id}/complete`, after the artifact was uploaded (through
+/// the hub, or to the signed URL: then the hub verifies it here and
+/// answers 422, publishing nothing, when it does not match).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompleteRequest {
     pub attempt: i64,

@@ -162,11 +162,13 @@ pub struct BuildView {
 #[async_trait::async_trait]
 pub trait ReadModel: Send + Sync {
     /// Public collections matching the query.
-    async fn catalog(&self, query: &CatalogQuery)
-        -> Result<Page<CollectionSummary>, ModelError>;
+    async fn catalog(&self, query: &CatalogQuery) -> Result<Page<CollectionSummary>, ModelError>;
 
-    async fn collection(&self, owner: &str, repo: &str)
-        -> Result<Option<CollectionView>, ModelError>;
+    async fn collection(
+        &self,
+        owner: &str,
+        repo: &str,
+    ) -> Result<Option<CollectionView>, ModelError>;
 
     async fn container(
         &self,

@@ -9,6 +9,7 @@ pub mod github;
 pub mod queue;
 pub mod serve;
 pub mod storage;
+pub mod web_model;
 pub mod worker;
 
 /// An error and its causes on one line, `a: b: c`, as logs and answers

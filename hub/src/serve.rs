@@ -17,6 +17,7 @@ use crate::github::status::StatusReporter;
 use crate::github::{GitHubApi, GitHubClient, GitHubError};
 use crate::queue::Queue;
 use crate::storage::{Storage, StorageError};
+use crate::web_model::WebModel;
 use crate::worker::{Worker, WorkerSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +89,20 @@ impl AppState {
 
 /// The hub's routes.
 pub fn router(state: AppState) -> Router {
+    let pages = sifhub_web::router(
+        Arc::new(WebModel::new(state.db.clone(), state.storage.clone())),
+        sifhub_web::Site {
+            public_url: state.config.resolved_public_url(),
+        },
+    );
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(crate::api::routes())
-        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+        // The pages last: their 404 page answers every path nothing else takes.
+        .merge(pages)
+        .layer(axum::middleware::from_fn(log_request))
 }
 
 /// One log line per request: method, path (never the query, which may

@@ -50,6 +50,7 @@ mod lookup;
 mod migrate;
 mod scans;
 mod tokens;
+mod views;
 
 pub(crate) use catalog::{
     attach_repository_in, count_recipes_in, delete_installation_in, detach_repository_in,
@@ -67,6 +68,7 @@ pub use migrate::AppliedMigration;
 pub use scans::RepositoryScan;
 pub(crate) use scans::{finish_scan_in, request_scan_in};
 pub use tokens::{hash_token, ApiToken, NewToken, TokenScope};
+pub use views::{BuildDetail, BuildEntry, CatalogEntry, CatalogOrder, ContainerEntry, TaggedImage};
 
 /// How long a SQLite writer waits for another before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);

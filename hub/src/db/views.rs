@@ -1,0 +1,269 @@
+//! What the web pages read: catalog pages, a collection's containers, a
+//! container's tags, build lists and a build. Read-only; private
+//! repositories are left out until access control arrives. Every list is
+//! bounded (LIMIT/OFFSET or a fixed count) and walks an index: the catalog
+//! `repositories_owner_name`, builds `builds_recipe`.
+
+use super::{with_pool, Db, DbError};
+
+/// A collection as the catalog lists it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CatalogEntry {
+    pub owner: String,
+    pub name: String,
+    pub containers: i64,
+    /// When a tag of it last moved (unix milliseconds).
+    pub updated_at: Option<i64>,
+}
+
+/// How catalog entries are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogOrder {
+    /// By owner, then name, without case.
+    Name,
+    /// Most recently moved tag first; collections without images last.
+    Updated,
+}
+
+/// A container with its tag count.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ContainerEntry {
+    pub name: String,
+    /// Tags that name an image.
+    pub tags: i64,
+    pub updated_at: Option<i64>,
+}
+
+/// A tag with the image it names.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TaggedImage {
+    pub tag: String,
+    pub frozen: bool,
+    pub updated_at: i64,
+    pub digest: String,
+    pub size: i64,
+    #[sqlx(json)]
+    pub sif_metadata: serde_json::Value,
+    pub commit_sha: Option<String>,
+    pub recipe_path: Option<String>,
+}
+
+/// A build with the container and tag its recipe makes.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BuildEntry {
+    pub id: i64,
+    pub status: String,
+    pub container: String,
+    pub tag: String,
+    pub branch: String,
+    pub commit_sha: String,
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A build with where it belongs and what it made.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BuildDetail {
+    #[sqlx(flatten)]
+    pub entry: BuildEntry,
+    pub owner: String,
+    pub repo: String,
+    pub recipe_path: String,
+    pub trigger_kind: String,
+    pub attempt: i64,
+    pub error: Option<String>,
+    pub log_key: Option<String>,
+    pub image_digest: Option<String>,
+}
+
+/// The columns of [`CatalogEntry`] from `repositories r`, for public
+/// repositories whose `owner/name` or a container name contains `$1`.
+macro_rules! catalog_sql {
+    ($order:literal) => {
+        concat!(
+            "SELECT r.owner, r.name,
+                 (SELECT COUNT(*) FROM containers c WHERE c.repository_id = r.id) AS containers,
+                 (SELECT MAX(t.updated_at) FROM containers c
+                  JOIN tags t ON t.container_id = c.id
+                  WHERE c.repository_id = r.id AND t.image_id IS NOT NULL) AS updated_at
+             FROM repositories r
+             WHERE NOT r.private AND (
+                 lower(r.owner) || '/' || lower(r.name) LIKE $1 ESCAPE '\\'
+                 OR EXISTS (SELECT 1 FROM containers c
+                            WHERE c.repository_id = r.id AND lower(c.name) LIKE $1 ESCAPE '\\'))
+             ORDER BY ",
+            $order,
+            " LIMIT $2 OFFSET $3"
+        )
+    };
+}
+const CATALOG_BY_NAME: &str = catalog_sql!("lower(r.owner), lower(r.name)");
+const CATALOG_BY_UPDATED: &str =
+    catalog_sql!("updated_at DESC NULLS LAST, lower(r.owner), lower(r.name)");
+
+/// The columns of [`BuildEntry`] from `builds b`, `recipes rc`, `containers c`.
+macro_rules! build_entry_sql {
+    ($rest:literal) => {
+        concat!(
+            "SELECT b.id, b.status, c.name AS container, rc.tag, b.branch, b.commit_sha,
+                    b.queued_at, b.started_at, b.finished_at",
+            $rest
+        )
+    };
+}
+
+/// A `LIKE` pattern matching `text` anywhere, without case; `%`, `_` and
+/// `\` in it match only themselves.
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::from("%");
+    for ch in text.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(ch);
+    }
+    pattern.push('%');
+    pattern
+}
+
+impl Db {
+    /// Public collections whose `owner/name` or a container name contains
+    /// `search` (empty: all), `limit` of them from `offset`.
+    pub async fn catalog_page(
+        &self,
+        search: &str,
+        order: CatalogOrder,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<CatalogEntry>, DbError> {
+        let sql = match order {
+            CatalogOrder::Name => CATALOG_BY_NAME,
+            CatalogOrder::Updated => CATALOG_BY_UPDATED,
+        };
+        let pattern = contains_pattern(search);
+        with_pool!(self, |pool| {
+            sqlx::query_as(sql)
+                .bind(&pattern)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(DbError::query("list catalog"))
+    }
+
+    /// A repository's containers by name, with how many tags name an image.
+    pub async fn container_entries(
+        &self,
+        repository_id: i64,
+    ) -> Result<Vec<ContainerEntry>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT c.name, COUNT(t.id) AS tags, MAX(t.updated_at) AS updated_at
+                 FROM containers c
+                 LEFT JOIN tags t ON t.container_id = c.id AND t.image_id IS NOT NULL
+                 WHERE c.repository_id = $1
+                 GROUP BY c.id, c.name
+                 ORDER BY c.name",
+            )
+            .bind(repository_id)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(DbError::query("list containers"))
+    }
+
+    /// A container's tags that name an image, by tag name.
+    pub async fn tagged_images(&self, container_id: i64) -> Result<Vec<TaggedImage>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT t.name AS tag, t.frozen, t.updated_at, i.digest, i.size, i.sif_metadata,
+                        i.commit_sha, i.recipe_path
+                 FROM tags t JOIN images i ON i.id = t.image_id
+                 WHERE t.container_id = $1
+                 ORDER BY t.name",
+            )
+            .bind(container_id)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(DbError::query("list tagged images"))
+    }
+
+    /// A repository's latest `limit` builds, newest first.
+    pub async fn repository_builds(
+        &self,
+        repository_id: i64,
+        limit: i64,
+    ) -> Result<Vec<BuildEntry>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(build_entry_sql!(
+                " FROM builds b
+                  JOIN recipes rc ON rc.id = b.recipe_id
+                  JOIN containers c ON c.id = rc.container_id
+                  WHERE rc.repository_id = $1
+                  ORDER BY b.id DESC LIMIT $2"
+            ))
+            .bind(repository_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(DbError::query("list repository builds"))
+    }
+
+    /// A container's latest `limit` builds, newest first.
+    pub async fn container_builds(
+        &self,
+        container_id: i64,
+        limit: i64,
+    ) -> Result<Vec<BuildEntry>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(build_entry_sql!(
+                " FROM builds b
+                  JOIN recipes rc ON rc.id = b.recipe_id
+                  JOIN containers c ON c.id = rc.container_id
+                  WHERE rc.container_id = $1
+                  ORDER BY b.id DESC LIMIT $2"
+            ))
+            .bind(container_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(DbError::query("list container builds"))
+    }
+
+    /// The build `id`, when its repository is public.
+    pub async fn public_build(&self, id: i64) -> Result<Option<BuildDetail>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(build_entry_sql!(
+                ", r.owner, r.name AS repo, rc.path AS recipe_path, b.trigger_kind, b.attempt,
+                   b.error, b.log_key, i.digest AS image_digest
+                 FROM builds b
+                 JOIN recipes rc ON rc.id = b.recipe_id
+                 JOIN containers c ON c.id = rc.container_id
+                 JOIN repositories r ON r.id = rc.repository_id
+                 LEFT JOIN images i ON i.id = b.image_id
+                 WHERE b.id = $1 AND NOT r.private"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+        })
+        .map_err(DbError::query("find public build"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_pattern;
+
+    #[test]
+    fn patterns_escape_wildcards() {
+        assert_eq!(contains_pattern(""), "%%");
+        assert_eq!(contains_pattern("Lolcow"), "%lolcow%");
+        assert_eq!(contains_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
+}

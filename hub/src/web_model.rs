@@ -1,0 +1,241 @@
+//! The web pages' read model over the hub's database and storage: what
+//! `sifhub_web` shows, read through [`sifhub_web::ReadModel`]. Private
+//! repositories are not found here until sign-in arrives.
+
+use sifhub_web::model::{
+    BuildSummary, BuildView, CatalogQuery, CatalogSort, CollectionSummary, CollectionView,
+    ContainerSummary, ContainerView, ModelError, Page, ReadModel, TagView,
+};
+
+use crate::db::{BuildEntry, CatalogOrder, Db, Repository, TaggedImage};
+use crate::storage::{Storage, StorageError, StorageKey};
+
+/// Builds listed on a collection or container page.
+const RECENT_BUILDS: i64 = 20;
+
+/// [`ReadModel`] over a [`Db`] and [`Storage`].
+#[derive(Debug, Clone)]
+pub struct WebModel {
+    db: Db,
+    storage: Storage,
+}
+
+impl WebModel {
+    pub fn new(db: Db, storage: Storage) -> Self {
+        Self { db, storage }
+    }
+
+    /// The repository `owner/repo`, unless it is missing or private.
+    async fn public_repository(
+        &self,
+        owner: &str,
+        repo: &str,
+    ) -> Result<Option<Repository>, ModelError> {
+        let found = self
+            .db
+            .find_repository(owner, repo)
+            .await
+            .map_err(ModelError::read("repository"))?;
+        Ok(found.filter(|r| !r.private))
+    }
+}
+
+fn build_summary(entry: BuildEntry) -> BuildSummary {
+    BuildSummary {
+        id: entry.id,
+        status: entry.status,
+        container: entry.container,
+        tag: entry.tag,
+        branch: entry.branch,
+        commit_sha: entry.commit_sha,
+        queued_at: entry.queued_at,
+        started_at: entry.started_at,
+        finished_at: entry.finished_at,
+    }
+}
+
+/// A tag's view, with labels, help and runscript from the image's SIF
+/// metadata when it has them (`labels`: an object; `help`, `runscript`:
+/// strings). Label values that are not strings show as JSON.
+fn tag_view(tagged: TaggedImage) -> TagView {
+    let metadata = &tagged.sif_metadata;
+    let labels = metadata
+        .get("labels")
+        .and_then(serde_json::Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(key, value)| {
+                    let text = match value {
+                        serde_json::Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    (key.clone(), text)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    TagView {
+        help: text("help"),
+        runscript: text("runscript"),
+        labels,
+        name: tagged.tag,
+        frozen: tagged.frozen,
+        updated_at: tagged.updated_at,
+        digest: tagged.digest,
+        size: tagged.size,
+        commit_sha: tagged.commit_sha,
+        recipe_path: tagged.recipe_path,
+    }
+}
+
+#[async_trait::async_trait]
+impl ReadModel for WebModel {
+    async fn catalog(&self, query: &CatalogQuery) -> Result<Page<CollectionSummary>, ModelError> {
+        let order = match query.sort {
+            CatalogSort::Name => CatalogOrder::Name,
+            CatalogSort::Updated => CatalogOrder::Updated,
+        };
+        let per_page = i64::from(query.per_page);
+        let offset = i64::from(query.page.saturating_sub(1)) * per_page;
+        // One more than a page tells whether another follows.
+        let mut entries = self
+            .db
+            .catalog_page(&query.search, order, per_page + 1, offset)
+            .await
+            .map_err(ModelError::read("catalog"))?;
+        let has_next = entries.len() > query.per_page as usize;
+        entries.truncate(query.per_page as usize);
+        Ok(Page {
+            items: entries
+                .into_iter()
+                .map(|e| CollectionSummary {
+                    owner: e.owner,
+                    name: e.name,
+                    containers: e.containers,
+                    updated_at: e.updated_at,
+                })
+                .collect(),
+            has_next,
+        })
+    }
+
+    async fn collection(
+        &self,
+        owner: &str,
+        repo: &str,
+    ) -> Result<Option<CollectionView>, ModelError> {
+        let Some(repository) = self.public_repository(owner, repo).await? else {
+            return Ok(None);
+        };
+        let containers = self
+            .db
+            .container_entries(repository.id)
+            .await
+            .map_err(ModelError::read("containers"))?;
+        let builds = self
+            .db
+            .repository_builds(repository.id, RECENT_BUILDS)
+            .await
+            .map_err(ModelError::read("builds"))?;
+        Ok(Some(CollectionView {
+            owner: repository.owner,
+            name: repository.name,
+            default_branch: repository.default_branch,
+            containers: containers
+                .into_iter()
+                .map(|c| ContainerSummary {
+                    name: c.name,
+                    tags: c.tags,
+                    updated_at: c.updated_at,
+                })
+                .collect(),
+            builds: builds.into_iter().map(build_summary).collect(),
+        }))
+    }
+
+    async fn container(
+        &self,
+        owner: &str,
+        repo: &str,
+        container: &str,
+    ) -> Result<Option<ContainerView>, ModelError> {
+        let Some(repository) = self.public_repository(owner, repo).await? else {
+            return Ok(None);
+        };
+        let Some(found) = self
+            .db
+            .find_container(repository.id, container)
+            .await
+            .map_err(ModelError::read("container"))?
+        else {
+            return Ok(None);
+        };
+        let tags = self
+            .db
+            .tagged_images(found.id)
+            .await
+            .map_err(ModelError::read("tags"))?;
+        let builds = self
+            .db
+            .container_builds(found.id, RECENT_BUILDS)
+            .await
+            .map_err(ModelError::read("builds"))?;
+        Ok(Some(ContainerView {
+            owner: repository.owner,
+            repo: repository.name,
+            name: found.name,
+            tags: tags.into_iter().map(tag_view).collect(),
+            builds: builds.into_iter().map(build_summary).collect(),
+        }))
+    }
+
+    async fn build(&self, id: i64) -> Result<Option<BuildView>, ModelError> {
+        let detail = self
+            .db
+            .public_build(id)
+            .await
+            .map_err(ModelError::read("build"))?;
+        Ok(detail.map(|d| BuildView {
+            summary: build_summary(d.entry),
+            owner: d.owner,
+            repo: d.repo,
+            recipe_path: d.recipe_path,
+            trigger: d.trigger_kind,
+            attempt: d.attempt,
+            error: d.error,
+            image_digest: d.image_digest,
+        }))
+    }
+
+    async fn build_log(&self, id: i64) -> Result<Option<String>, ModelError> {
+        let Some(detail) = self
+            .db
+            .public_build(id)
+            .await
+            .map_err(ModelError::read("build"))?
+        else {
+            return Ok(None);
+        };
+        if detail.log_key.is_some() {
+            match self.storage.get_bytes(&StorageKey::build_log(id)).await {
+                Ok(bytes) => return Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+                // Not written yet (the build is ending): the chunks still hold it.
+                Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(ModelError::read("build log")(e)),
+            }
+        }
+        let text = self
+            .db
+            .build_log_text(id, detail.attempt)
+            .await
+            .map_err(ModelError::read("build log chunks"))?;
+        Ok(Some(text))
+    }
+}

@@ -1,0 +1,60 @@
+//! How times, sizes and durations read on the pages.
+
+/// A unix-millisecond time as `2026-11-27 15:48 UTC`.
+pub fn when(millis: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(millis) {
+        Some(time) => time.format("%Y-%m-%d %H:%M UTC").to_string(),
+        None => "unknown".to_owned(),
+    }
+}
+
+/// An optional time, `—` when absent.
+pub fn when_opt(millis: Option<i64>) -> String {
+    millis.map_or_else(|| "—".to_owned(), when)
+}
+
+/// A byte count in binary units, one decimal above bytes.
+pub fn size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // Precision loss past 2^53 bytes does not show at one decimal.
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The time between two unix-millisecond times as `1h 2m 3s`.
+pub fn duration(from: i64, to: i64) -> String {
+    let seconds = (to - from).max(0) / 1000;
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m {s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(when(0), "1970-01-01 00:00 UTC");
+        assert_eq!(when_opt(None), "—");
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(duration(0, 59_999), "59s");
+        assert_eq!(duration(0, 61_000), "1m 1s");
+        assert_eq!(duration(0, 3_723_000), "1h 2m 3s");
+        assert_eq!(duration(10, 0), "0s");
+    }
+}

@@ -1,0 +1,44 @@
+//! `/builds/{id}`: a build's status, times, commit, recipe and log. While
+//! it is queued or running the page refreshes itself, so the log grows
+//! without JavaScript.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use crate::model::BuildView;
+use crate::WebState;
+
+use super::PageError;
+
+#[derive(Template)]
+#[template(path = "build.html")]
+struct BuildPage {
+    build: BuildView,
+    log: String,
+    in_progress: bool,
+}
+
+pub(crate) async fn page(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    // A malformed id is a page that does not exist, not a bad request.
+    let id: i64 = id.parse().map_err(|_| PageError::NotFound)?;
+    let build = state.model.build(id).await?.ok_or(PageError::NotFound)?;
+    let log = state
+        .model
+        .build_log(id)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    let in_progress = matches!(build.summary.status.as_str(), "queued" | "running");
+    Ok(super::render(
+        StatusCode::OK,
+        &BuildPage {
+            build,
+            log,
+            in_progress,
+        },
+    ))
+}

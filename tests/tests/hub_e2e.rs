@@ -35,7 +35,7 @@ const SECRET: &str = "e2e-webhook-secret";
 
 fn recipe(registry: &str, greeting: &str) -> String {
     format!(
-        "Bootstrap: docker\nFrom: {registry}/busybox:latest\n\n%post\n    echo '{greeting}' > /greeting\n\n%runscript\n    cat /greeting\n"
+        "Bootstrap: docker\nFrom: {registry}/busybox:latest\n\n%post\n    echo '{greeting}' > /greeting\n\n%runscript\n    cat /greeting\n\n%labels\n    Maintainer alice@example.org\n\n%help\n    Prints: {greeting}.\n"
     )
 }
 

@@ -182,7 +182,7 @@ impl Report {
             None
         });
         let labels = sif.labels().unwrap_or_else(|err| {
-            warnings.push(format!("labels not shown: {}", error_chain(&err)));
+            warnings.push(format!("labels not shown: {}", crate::error_chain(&err)));
             None
         });
         let generic_json: Vec<(u32, String)> = sif
@@ -193,9 +193,10 @@ impl Report {
         for (id, name) in generic_json {
             match sif.read_json(id) {
                 Ok(value) => json_objects.push(JsonObjectReport { id, name, value }),
-                Err(err) => {
-                    warnings.push(format!("JSON object {id} not shown: {}", error_chain(&err)))
-                }
+                Err(err) => warnings.push(format!(
+                    "JSON object {id} not shown: {}",
+                    crate::error_chain(&err)
+                )),
             }
         }
 
@@ -413,15 +414,4 @@ fn push_indented_json(out: &mut String, value: &serde_json::Value) {
     for line in text.lines() {
         let _ = writeln!(out, "  {line}");
     }
-}
-
-/// An error and its causes on one line, as `main` prints errors.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sifhub_builder::build::{BuildOptions, BuildReport, Builder};
+use sifhub_builder::deffile::{self, BuildArgs};
 use sifhub_builder::sandbox::Limits;
+use sifhub_builder::sif::SifFile;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Secret;
@@ -316,10 +318,7 @@ impl Worker {
             attempt: job.attempt,
             sha256: report.sha256.clone(),
             size: report.size,
-            sif_metadata: serde_json::json!({
-                "sif_id": report.sif_id.to_string(),
-                "provenance": report.provenance,
-            }),
+            sif_metadata: image_metadata(report),
             base_image_digest: report.provenance.base.digest.clone(),
             builder_version: Some(report.provenance.builder.clone()),
         };
@@ -404,6 +403,55 @@ fn safe_relative(path: &str) -> Option<PathBuf> {
 
 /// Sets the flag when dropped: the builder in its blocking task stops at
 /// its next step even when the async side went away.
+/// What the hub's pages show of an image: its SIF id, provenance, labels,
+/// and the final stage's `%help` and `%runscript` from the recipe stored in
+/// it. What cannot be read is left out and logged; the image still publishes.
+fn image_metadata(report: &BuildReport) -> serde_json::Value {
+    let mut metadata = serde_json::json!({
+        "sif_id": report.sif_id.to_string(),
+        "provenance": report.provenance,
+    });
+    let mut sif = match SifFile::open(&report.output) {
+        Ok(sif) => sif,
+        Err(e) => {
+            tracing::warn!(
+                "image metadata of {}: {}",
+                report.output.display(),
+                error_chain(&e)
+            );
+            return metadata;
+        }
+    };
+    match sif.labels() {
+        Ok(Some(labels)) => metadata["labels"] = labels,
+        Ok(None) => {}
+        Err(e) => tracing::warn!("labels of {}: {}", report.output.display(), error_chain(&e)),
+    }
+    let recipe = match sif.recipe() {
+        Ok(recipe) => recipe,
+        Err(e) => {
+            tracing::warn!("recipe of {}: {}", report.output.display(), error_chain(&e));
+            None
+        }
+    };
+    // The stored definition has its build arguments substituted already.
+    let final_stage = recipe
+        .as_deref()
+        .and_then(|text| deffile::parse(text.as_bytes(), &BuildArgs::new()).ok())
+        .and_then(|parsed| parsed.stages.last().cloned());
+    if let Some(stage) = final_stage {
+        for name in ["help", "runscript"] {
+            if let Some(section) = stage.section(name) {
+                metadata[name] = section.text.to_string_lossy().trim().into();
+            }
+        }
+    }
+    if let Some(recipe) = recipe {
+        metadata["recipe"] = recipe.into();
+    }
+    metadata
+}
+
 struct CancelOnDrop(Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {

@@ -113,6 +113,24 @@ macro_rules! build_entry_sql {
     };
 }
 
+/// The latest builds of a repository (`$1`), at most `$2`, newest first.
+const REPOSITORY_BUILDS: &str = build_entry_sql!(
+    " FROM builds b
+      JOIN recipes rc ON rc.id = b.recipe_id
+      JOIN containers c ON c.id = rc.container_id
+      WHERE rc.repository_id = $1
+      ORDER BY b.id DESC LIMIT $2"
+);
+
+/// The latest builds of a container (`$1`), at most `$2`, newest first.
+const CONTAINER_BUILDS: &str = build_entry_sql!(
+    " FROM builds b
+      JOIN recipes rc ON rc.id = b.recipe_id
+      JOIN containers c ON c.id = rc.container_id
+      WHERE rc.container_id = $1
+      ORDER BY b.id DESC LIMIT $2"
+);
+
 /// A `LIKE` pattern matching `text` anywhere, without case; `%`, `_` and
 /// `\` in it match only themselves.
 fn contains_pattern(text: &str) -> String {
@@ -197,20 +215,9 @@ impl Db {
         repository_id: i64,
         limit: i64,
     ) -> Result<Vec<BuildEntry>, DbError> {
-        with_pool!(self, |pool| {
-            sqlx::query_as(build_entry_sql!(
-                " FROM builds b
-                  JOIN recipes rc ON rc.id = b.recipe_id
-                  JOIN containers c ON c.id = rc.container_id
-                  WHERE rc.repository_id = $1
-                  ORDER BY b.id DESC LIMIT $2"
-            ))
-            .bind(repository_id)
-            .bind(limit)
-            .fetch_all(pool)
+        self.latest_builds(REPOSITORY_BUILDS, repository_id, limit)
             .await
-        })
-        .map_err(DbError::query("list repository builds"))
+            .map_err(DbError::query("list repository builds"))
     }
 
     /// A container's latest `limit` builds, newest first.
@@ -219,20 +226,24 @@ impl Db {
         container_id: i64,
         limit: i64,
     ) -> Result<Vec<BuildEntry>, DbError> {
-        with_pool!(self, |pool| {
-            sqlx::query_as(build_entry_sql!(
-                " FROM builds b
-                  JOIN recipes rc ON rc.id = b.recipe_id
-                  JOIN containers c ON c.id = rc.container_id
-                  WHERE rc.container_id = $1
-                  ORDER BY b.id DESC LIMIT $2"
-            ))
-            .bind(container_id)
-            .bind(limit)
-            .fetch_all(pool)
+        self.latest_builds(CONTAINER_BUILDS, container_id, limit)
             .await
+            .map_err(DbError::query("list container builds"))
+    }
+
+    async fn latest_builds(
+        &self,
+        sql: &'static str,
+        id: i64,
+        limit: i64,
+    ) -> Result<Vec<BuildEntry>, sqlx::Error> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(sql)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
         })
-        .map_err(DbError::query("list container builds"))
     }
 
     /// The build `id`, when its repository is public.

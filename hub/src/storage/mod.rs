@@ -513,16 +513,8 @@ impl Storage {
         key: &StorageKey,
         valid_for: Duration,
     ) -> Result<Option<String>, StorageError> {
-        match &*self.backend {
-            Backend::Local { .. } => Ok(None),
-            Backend::S3 { store, .. } => {
-                let url = store
-                    .signed_url(axum::http::Method::GET, &self.object_path(key), valid_for)
-                    .await
-                    .map_err(store_error("url signing", key))?;
-                Ok(Some(url.to_string()))
-            }
-        }
+        self.signed_url(axum::http::Method::GET, key, valid_for)
+            .await
     }
 
     /// A URL a client can `PUT` the object's bytes to directly for
@@ -535,11 +527,22 @@ impl Storage {
         key: &StorageKey,
         valid_for: Duration,
     ) -> Result<Option<String>, StorageError> {
+        self.signed_url(axum::http::Method::PUT, key, valid_for)
+            .await
+    }
+
+    /// A presigned `method` URL for `key` on S3; `None` on a local folder.
+    async fn signed_url(
+        &self,
+        method: axum::http::Method,
+        key: &StorageKey,
+        valid_for: Duration,
+    ) -> Result<Option<String>, StorageError> {
         match &*self.backend {
             Backend::Local { .. } => Ok(None),
             Backend::S3 { store, .. } => {
                 let url = store
-                    .signed_url(axum::http::Method::PUT, &self.object_path(key), valid_for)
+                    .signed_url(method, &self.object_path(key), valid_for)
                     .await
                     .map_err(store_error("url signing", key))?;
                 Ok(Some(url.to_string()))

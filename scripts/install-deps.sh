@@ -9,7 +9,7 @@ role=${1:?usage: install-deps.sh serve|test|bench}
 # The builder shells out to these at build time.
 serve_pkgs=(ca-certificates squashfs-tools slirp4netns)
 # Real components the tests run against (see ARCHITECTURE.md, "Testing").
-test_pkgs=(python3 git siftool golang-go golang-github-apptainer-container-library-client-dev
+test_pkgs=(python3 python3-venv git siftool golang-go golang-github-apptainer-container-library-client-dev
   docker-registry skopeo umoci busybox-static debootstrap apache2-utils jq postgresql curl openssl)
 # What the benchmarks time, and the standard tools they compare with.
 bench_pkgs=(hyperfine wrk nginx-light)
@@ -48,5 +48,11 @@ if [[ $role == test ]]; then
   if [[ ! -x $tools/bin/s3s-fs ]]; then
     echo "installing s3s-fs into $tools"
     cargo install --quiet --root "$tools" --locked s3s-fs@0.14.1 --features binary
+  fi
+  # The feed tests read the Atom feeds with a reader nobody here wrote.
+  if [[ ! -x $tools/py/bin/python ]] || ! "$tools/py/bin/python" -c 'import feedparser' 2>/dev/null; then
+    echo "installing feedparser into $tools/py"
+    python3 -m venv "$tools/py"
+    "$tools/py/bin/pip" install --quiet feedparser
   fi
 fi

@@ -4,7 +4,7 @@
 
 use sifhub_web::model::{
     BuildSummary, BuildView, CatalogQuery, CatalogSort, CollectionSummary, CollectionView,
-    ContainerSummary, ContainerView, ModelError, Page, ReadModel, TagView,
+    ContainerSummary, ContainerView, FeedView, ModelError, Page, ReadModel, TagMove, TagView,
 };
 
 use crate::db::{BuildEntry, CatalogOrder, Db, Repository, TaggedImage};
@@ -194,6 +194,85 @@ impl ReadModel for WebModel {
             tags: tags.into_iter().map(tag_view).collect(),
             builds: builds.into_iter().map(build_summary).collect(),
         }))
+    }
+
+    async fn feed(
+        &self,
+        owner: &str,
+        repo: &str,
+        container: Option<&str>,
+        limit: i64,
+    ) -> Result<Option<FeedView>, ModelError> {
+        let Some(repository) = self.public_repository(owner, repo).await? else {
+            return Ok(None);
+        };
+        let (container, moves) = match container {
+            None => (
+                None,
+                self.db
+                    .repository_tag_moves(repository.id, limit)
+                    .await
+                    .map_err(ModelError::read("tag moves"))?,
+            ),
+            Some(name) => {
+                let Some(found) = self
+                    .db
+                    .find_container(repository.id, name)
+                    .await
+                    .map_err(ModelError::read("container"))?
+                else {
+                    return Ok(None);
+                };
+                let moves = self
+                    .db
+                    .container_tag_moves(found.id, limit)
+                    .await
+                    .map_err(ModelError::read("tag moves"))?;
+                (Some(found.name), moves)
+            }
+        };
+        Ok(Some(FeedView {
+            owner: repository.owner,
+            repo: repository.name,
+            container,
+            entries: moves
+                .into_iter()
+                .map(|m| TagMove {
+                    container: m.container,
+                    tag: m.tag,
+                    digest: m.digest,
+                    moved_at: m.moved_at,
+                    commit_sha: m.commit_sha,
+                    recipe_path: m.recipe_path,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn build_status(
+        &self,
+        owner: &str,
+        repo: &str,
+        container: &str,
+        tag: Option<&str>,
+    ) -> Result<Option<Option<String>>, ModelError> {
+        let Some(repository) = self.public_repository(owner, repo).await? else {
+            return Ok(None);
+        };
+        let Some(found) = self
+            .db
+            .find_container(repository.id, container)
+            .await
+            .map_err(ModelError::read("container"))?
+        else {
+            return Ok(None);
+        };
+        let status = self
+            .db
+            .latest_build_status(found.id, tag)
+            .await
+            .map_err(ModelError::read("latest build"))?;
+        Ok(Some(status))
     }
 
     async fn build(&self, id: i64) -> Result<Option<BuildView>, ModelError> {

@@ -8,6 +8,14 @@ pub fn when(millis: i64) -> String {
     }
 }
 
+/// A unix-millisecond time as RFC 3339 in UTC (`2026-11-27T15:48:00Z`),
+/// as Atom wants it; out of range reads as the epoch.
+pub fn rfc3339(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// An optional time, `—` when absent.
 pub fn when_opt(millis: Option<i64>) -> String {
     millis.map_or_else(|| "—".to_owned(), when)
@@ -49,6 +57,7 @@ mod tests {
     fn formats() {
         assert_eq!(when(0), "1970-01-01 00:00 UTC");
         assert_eq!(when_opt(None), "—");
+        assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01Z");
         assert_eq!(size(512), "512 B");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(3 * 1024 * 1024 * 1024), "3.0 GiB");

@@ -60,7 +60,16 @@ pub fn router(model: Arc<dyn ReadModel>, site: Site) -> Router {
         .route("/", get(pages::catalog::page))
         .route("/builds/{id}", get(pages::build::page))
         .route("/{owner}/{repo}", get(pages::collection::page))
+        .route("/{owner}/{repo}/feed.atom", get(pages::feed::collection))
         .route("/{owner}/{repo}/{container}", get(pages::container::page))
+        .route(
+            "/{owner}/{repo}/{container}/feed.atom",
+            get(pages::feed::container),
+        )
+        .route(
+            "/{owner}/{repo}/{container}/badge.svg",
+            get(pages::badge::badge),
+        )
         .fallback(pages::error::not_found)
         .with_state(WebState {
             model,

@@ -158,6 +158,31 @@ pub struct BuildView {
     pub image_digest: Option<String>,
 }
 
+/// The images tags of a collection (or one container of it) got, for its
+/// Atom feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedView {
+    pub owner: String,
+    pub repo: String,
+    /// `None`: the whole collection.
+    pub container: Option<String>,
+    /// Newest first.
+    pub entries: Vec<TagMove>,
+}
+
+/// A tag naming an image, from when on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagMove {
+    pub container: String,
+    pub tag: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Unix milliseconds.
+    pub moved_at: i64,
+    pub commit_sha: Option<String>,
+    pub recipe_path: Option<String>,
+}
+
 /// The read side of the hub, as the pages need it.
 #[async_trait::async_trait]
 pub trait ReadModel: Send + Sync {
@@ -176,6 +201,26 @@ pub trait ReadModel: Send + Sync {
         repo: &str,
         container: &str,
     ) -> Result<Option<ContainerView>, ModelError>;
+
+    /// The latest images tags got, newest first, at most `limit`; of one
+    /// container when `container` is given.
+    async fn feed(
+        &self,
+        owner: &str,
+        repo: &str,
+        container: Option<&str>,
+        limit: i64,
+    ) -> Result<Option<FeedView>, ModelError>;
+
+    /// The status of the container's latest build (of `tag`, when given),
+    /// leaving out cancelled and superseded ones; `Some(None)`: no build.
+    async fn build_status(
+        &self,
+        owner: &str,
+        repo: &str,
+        container: &str,
+        tag: Option<&str>,
+    ) -> Result<Option<Option<String>>, ModelError>;
 
     async fn build(&self, id: i64) -> Result<Option<BuildView>, ModelError>;
 

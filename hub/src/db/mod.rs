@@ -68,7 +68,9 @@ pub use migrate::AppliedMigration;
 pub use scans::RepositoryScan;
 pub(crate) use scans::{finish_scan_in, request_scan_in};
 pub use tokens::{hash_token, ApiToken, NewToken, TokenScope};
-pub use views::{BuildDetail, BuildEntry, CatalogEntry, CatalogOrder, ContainerEntry, TaggedImage};
+pub use views::{
+    BuildDetail, BuildEntry, CatalogEntry, CatalogOrder, ContainerEntry, TagMoveEntry, TaggedImage,
+};
 
 /// How long a SQLite writer waits for another before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -77,6 +77,55 @@ pub struct BuildDetail {
     pub image_digest: Option<String>,
 }
 
+/// An image a tag got, and when.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TagMoveEntry {
+    pub container: String,
+    pub tag: String,
+    pub digest: String,
+    pub moved_at: i64,
+    pub commit_sha: Option<String>,
+    pub recipe_path: Option<String>,
+}
+
+/// The columns of [`TagMoveEntry`] from the tag history, newest first,
+/// at most `$2`, where `$1` is compared with `$column`.
+macro_rules! tag_moves_sql {
+    ($column:literal) => {
+        concat!(
+            "SELECT c.name AS container, t.name AS tag, i.digest, h.valid_from AS moved_at,
+                    i.commit_sha, i.recipe_path
+             FROM tag_history h
+             JOIN tags t ON t.id = h.tag_id
+             JOIN containers c ON c.id = t.container_id
+             JOIN images i ON i.id = h.image_id
+             WHERE ",
+            $column,
+            " = $1
+             ORDER BY h.valid_from DESC, h.id DESC LIMIT $2"
+        )
+    };
+}
+const REPOSITORY_TAG_MOVES: &str = tag_moves_sql!("c.repository_id");
+const CONTAINER_TAG_MOVES: &str = tag_moves_sql!("c.id");
+
+/// The status of a container's (`$1`) latest build matching `$filter`,
+/// leaving out builds that say nothing of the recipe's state: replaced or
+/// stopped ones.
+macro_rules! latest_status_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT b.status FROM builds b JOIN recipes rc ON rc.id = b.recipe_id
+             WHERE rc.container_id = $1 AND b.status NOT IN ('cancelled', 'superseded')",
+            $filter,
+            " ORDER BY b.id DESC LIMIT 1"
+        )
+    };
+}
+const LATEST_STATUS: &str = latest_status_sql!("");
+/// Of recipes making the tag `$2`.
+const LATEST_TAG_STATUS: &str = latest_status_sql!(" AND rc.tag = $2");
+
 /// The columns of [`CatalogEntry`] from `repositories r`, for public
 /// repositories whose `owner/name` or a container name contains `$1`.
 macro_rules! catalog_sql {
@@ -244,6 +293,69 @@ impl Db {
                 .fetch_all(pool)
                 .await
         })
+    }
+
+    /// The latest `limit` images tags of a repository got, newest first.
+    pub async fn repository_tag_moves(
+        &self,
+        repository_id: i64,
+        limit: i64,
+    ) -> Result<Vec<TagMoveEntry>, DbError> {
+        self.tag_moves(REPOSITORY_TAG_MOVES, repository_id, limit)
+            .await
+            .map_err(DbError::query("list repository tag moves"))
+    }
+
+    /// The latest `limit` images tags of a container got, newest first.
+    pub async fn container_tag_moves(
+        &self,
+        container_id: i64,
+        limit: i64,
+    ) -> Result<Vec<TagMoveEntry>, DbError> {
+        self.tag_moves(CONTAINER_TAG_MOVES, container_id, limit)
+            .await
+            .map_err(DbError::query("list container tag moves"))
+    }
+
+    async fn tag_moves(
+        &self,
+        sql: &'static str,
+        id: i64,
+        limit: i64,
+    ) -> Result<Vec<TagMoveEntry>, sqlx::Error> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(sql)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })
+    }
+
+    /// The status of the container's latest build that was neither
+    /// cancelled nor superseded, of recipes making `tag` when given.
+    pub async fn latest_build_status(
+        &self,
+        container_id: i64,
+        tag: Option<&str>,
+    ) -> Result<Option<String>, DbError> {
+        let found: Option<(String,)> = match tag {
+            None => with_pool!(self, |pool| {
+                sqlx::query_as(LATEST_STATUS)
+                    .bind(container_id)
+                    .fetch_optional(pool)
+                    .await
+            }),
+            Some(tag) => with_pool!(self, |pool| {
+                sqlx::query_as(LATEST_TAG_STATUS)
+                    .bind(container_id)
+                    .bind(tag)
+                    .fetch_optional(pool)
+                    .await
+            }),
+        }
+        .map_err(DbError::query("find latest build status"))?;
+        Ok(found.map(|(status,)| status))
     }
 
     /// The build `id`, when its repository is public.

@@ -20,6 +20,8 @@ struct ContainerPage {
     name: String,
     tags: Vec<TagRow>,
     builds: Vec<BuildSummary>,
+    /// Markdown that embeds the build badge, linking here.
+    badge_markdown: String,
 }
 
 struct TagRow {
@@ -100,7 +102,12 @@ pub(crate) async fn page(
             tag,
         })
         .collect();
+    let page_url = format!(
+        "{}/{}/{}/{}",
+        state.site.public_url, view.owner, view.repo, view.name
+    );
     let page = ContainerPage {
+        badge_markdown: format!("[![build status]({page_url}/badge.svg)]({page_url})"),
         owner: view.owner,
         repo: view.repo,
         name: view.name,

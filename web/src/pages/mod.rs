@@ -7,11 +7,13 @@ use axum::response::{Html, IntoResponse, Response};
 use crate::format;
 use crate::model::{BuildSummary, ModelError};
 
+pub mod badge;
 pub mod build;
 pub mod catalog;
 pub mod collection;
 pub mod container;
 pub mod error;
+pub mod feed;
 
 /// Why a page was not shown.
 #[derive(Debug, thiserror::Error)]

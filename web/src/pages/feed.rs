@@ -73,7 +73,9 @@ fn entry(site: &Site, owner: &str, repo: &str, moved: TagMove) -> Entry {
         ),
         updated: format::rfc3339(moved.moved_at),
         page_href: format!("{base}/{owner}/{repo}/{container}#tag-{}", moved.tag),
-        download_href: format!("{base}/download/{owner}/{repo}/{container}:{}", moved.tag),
+        // By digest: an older entry still fetches its own image, not the
+        // one the tag names now.
+        download_href: format!("{base}/download/{}", moved.digest.replacen(':', "/", 1)),
         summary,
     }
 }

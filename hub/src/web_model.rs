@@ -4,7 +4,7 @@
 
 use sifhub_web::model::{
     BuildSummary, BuildView, CatalogQuery, CatalogSort, CollectionSummary, CollectionView,
-    ContainerSummary, ContainerView, ModelError, Page, ReadModel, TagView,
+    ContainerSummary, ContainerView, LogTail, ModelError, Page, ReadModel, TagView,
 };
 
 use crate::db::{BuildEntry, CatalogOrder, Db, Repository, TaggedImage};
@@ -237,5 +237,25 @@ impl ReadModel for WebModel {
             .await
             .map_err(ModelError::read("build log chunks"))?;
         Ok(Some(text))
+    }
+
+    async fn log_since(&self, id: i64, after_seq: i64) -> Result<Option<LogTail>, ModelError> {
+        let Some(detail) = self
+            .db
+            .public_build(id)
+            .await
+            .map_err(ModelError::read("build"))?
+        else {
+            return Ok(None);
+        };
+        let chunks = self
+            .db
+            .log_chunks_after(id, detail.attempt, after_seq)
+            .await
+            .map_err(ModelError::read("build log chunks"))?;
+        Ok(Some(LogTail {
+            status: detail.entry.status,
+            chunks,
+        }))
     }
 }

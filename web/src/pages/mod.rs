@@ -8,6 +8,7 @@ use crate::format;
 use crate::model::{BuildSummary, ModelError};
 
 pub mod build;
+pub mod build_events;
 pub mod catalog;
 pub mod collection;
 pub mod container;

@@ -239,7 +239,12 @@ impl ReadModel for WebModel {
         Ok(Some(text))
     }
 
-    async fn log_since(&self, id: i64, after_seq: i64) -> Result<Option<LogTail>, ModelError> {
+    async fn log_since(
+        &self,
+        id: i64,
+        attempt: Option<i64>,
+        after_seq: i64,
+    ) -> Result<Option<LogTail>, ModelError> {
         let Some(detail) = self
             .db
             .public_build(id)
@@ -248,6 +253,11 @@ impl ReadModel for WebModel {
         else {
             return Ok(None);
         };
+        let after_seq = if attempt == Some(detail.attempt) {
+            after_seq
+        } else {
+            -1
+        };
         let chunks = self
             .db
             .log_chunks_after(id, detail.attempt, after_seq)
@@ -255,6 +265,7 @@ impl ReadModel for WebModel {
             .map_err(ModelError::read("build log chunks"))?;
         Ok(Some(LogTail {
             status: detail.entry.status,
+            attempt: detail.attempt,
             chunks,
         }))
     }

@@ -1,9 +1,10 @@
 //! The build page's live log stream, `/builds/{id}/events`, through the
 //! hub's real router on a real TCP listener, on SQLite and PostgreSQL:
 //! the log so far then each new chunk in order as server-sent events, a
-//! reconnect with `Last-Event-ID` resuming without duplicates, `status`
-//! and `end` events when the build finishes and the stream closing then,
-//! and 404 for private and unknown builds.
+//! reconnect with `Last-Event-ID` resuming without duplicates, a retried
+//! attempt resetting the log, `status` and `end` events when the build
+//! finishes and the stream closing then, and 404 for private and unknown
+//! builds.
 
 use std::future::IntoFuture as _;
 use std::pin::Pin;
@@ -44,10 +45,10 @@ struct EventStream {
 }
 
 impl EventStream {
-    async fn open(base: &str, build_id: i64, last_event_id: Option<i64>) -> EventStream {
+    async fn open(base: &str, build_id: i64, last_event_id: Option<&str>) -> EventStream {
         let mut request = reqwest::Client::new().get(format!("{base}/builds/{build_id}/events"));
         if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id.to_string());
+            request = request.header("Last-Event-ID", id);
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), reqwest::StatusCode::OK);
@@ -108,14 +109,11 @@ impl EventStream {
         }
     }
 
-    /// The next event, which must be the log chunk `seq` with `text`.
-    async fn expect_log(&mut self, seq: i64, text: &str) {
+    /// The next event, which must be the log chunk `id` (`attempt.seq`)
+    /// with `text`.
+    async fn expect_log(&mut self, id: &str, text: &str) {
         let event = self.next().await.expect("stream ended before a log event");
-        assert_eq!(
-            event.id.as_deref(),
-            Some(seq.to_string().as_str()),
-            "{event:?}"
-        );
+        assert_eq!(event.id.as_deref(), Some(id), "{event:?}");
         assert_eq!(event.log_text(), text);
     }
 
@@ -196,9 +194,9 @@ async fn the_events_stream_follows_a_build_log_live() {
         let hidden = running_build(&state, true, "hidden").await;
         let id = lease.build_id;
         let db = &state.db;
-        let append = |seq: i64, text: &'static str| {
+        assert_eq!(lease.attempt, 1);
+        let append = |attempt: i64, seq: i64, text: &'static str| {
             let db = db.clone();
-            let attempt = lease.attempt;
             async move {
                 assert!(db
                     .append_log_chunk(id, attempt, seq, text, Timestamp::now())
@@ -209,33 +207,63 @@ async fn the_events_stream_follows_a_build_log_live() {
 
         // The log so far, then the status, then chunks as they arrive;
         // newlines and carriage returns survive.
-        append(0, "step 1\n").await;
+        append(1, 0, "step 1\n").await;
         let mut first = EventStream::open(&base, id, None).await;
-        first.expect_log(0, "step 1\n").await;
+        first.expect_log("1.0", "step 1\n").await;
         first.expect("status", "running").await;
-        append(1, "step 2 \r<ok>\n").await;
-        first.expect_log(1, "step 2 \r<ok>\n").await;
-        append(2, "step 3\n\n").await;
-        append(3, "step 4\n").await;
-        first.expect_log(2, "step 3\n\n").await;
-        first.expect_log(3, "step 4\n").await;
+        append(1, 1, "step 2 \r<ok>\n").await;
+        first.expect_log("1.1", "step 2 \r<ok>\n").await;
+        append(1, 2, "step 3\n\n").await;
+        append(1, 3, "step 4\n").await;
+        first.expect_log("1.2", "step 3\n\n").await;
+        first.expect_log("1.3", "step 4\n").await;
         drop(first);
 
         // A reconnect resumes after the last chunk it saw.
-        let mut resumed = EventStream::open(&base, id, Some(2)).await;
-        resumed.expect_log(3, "step 4\n").await;
+        let mut resumed = EventStream::open(&base, id, Some("1.2")).await;
+        resumed.expect_log("1.3", "step 4\n").await;
         resumed.expect("status", "running").await;
-        append(4, "step 5\n").await;
-        resumed.expect_log(4, "step 5\n").await;
+        append(1, 4, "step 5\n").await;
+        resumed.expect_log("1.4", "step 5\n").await;
+
+        // The lease runs out and the build is retried: the stream tells the
+        // page to start the log over, then follows the new attempt.
+        state.queue.heartbeat(&lease, Duration::ZERO).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let retried = state
+            .queue
+            .claim("events-test", LEASE)
+            .await
+            .unwrap()
+            .unwrap()
+            .lease;
+        assert_eq!((retried.build_id, retried.attempt), (id, 2));
+        append(2, 0, "again\n").await;
+        // The poll may have caught the build between attempts, queued.
+        let reset = loop {
+            let event = resumed.next().await.unwrap();
+            if event.event != "status" {
+                break event;
+            }
+        };
+        assert_eq!(reset.event, "reset", "{reset:?}");
+        resumed.expect_log("2.0", "again\n").await;
 
         // Finishing sends the status and `end`, then the stream closes.
-        state.queue.complete(&lease, None, None).await.unwrap();
+        state.queue.complete(&retried, None, None).await.unwrap();
         resumed.expect("status", "succeeded").await;
         resumed.expect("end", "succeeded").await;
         assert_eq!(resumed.next().await, None);
 
-        // A finished build's stream ends at once.
-        let mut late = EventStream::open(&base, id, Some(4)).await;
+        // A finished build's stream ends at once; a viewer still on the
+        // first attempt is told to start over.
+        let mut stale = EventStream::open(&base, id, Some("1.4")).await;
+        stale.expect("reset", "2").await;
+        stale.expect_log("2.0", "again\n").await;
+        stale.expect("status", "succeeded").await;
+        stale.expect("end", "succeeded").await;
+        assert_eq!(stale.next().await, None);
+        let mut late = EventStream::open(&base, id, Some("2.0")).await;
         late.expect("status", "succeeded").await;
         late.expect("end", "succeeded").await;
         assert_eq!(late.next().await, None);

@@ -164,8 +164,11 @@ pub struct LogTail {
     /// The build's status, read before the chunks, so a finished status
     /// means the chunks include everything the worker sent.
     pub status: String,
+    /// The build's current attempt: a retried build's log starts over.
+    pub attempt: i64,
     /// `(seq, text)` of the current attempt's chunks after the asked-for
-    /// sequence number, in order.
+    /// sequence number (all of them when the asked-for attempt is not the
+    /// current one), in order.
     pub chunks: Vec<(i64, String)>,
 }
 
@@ -195,6 +198,12 @@ pub trait ReadModel: Send + Sync {
     async fn build_log(&self, id: i64) -> Result<Option<String>, ModelError>;
 
     /// The build's status and its current attempt's log chunks after
-    /// `after_seq`; `None` when the build is not visible.
-    async fn log_since(&self, id: i64, after_seq: i64) -> Result<Option<LogTail>, ModelError>;
+    /// `after_seq` of `attempt` (from the start when `attempt` is `None` or
+    /// not the current one); `None` when the build is not visible.
+    async fn log_since(
+        &self,
+        id: i64,
+        attempt: Option<i64>,
+        after_seq: i64,
+    ) -> Result<Option<LogTail>, ModelError>;
 }

@@ -3,8 +3,9 @@
 //! arrive, a `status` event on each status change and an `end` event once
 //! the build finished. The stream polls the read model rather than
 //! listening in-process, so it follows builds whose chunks reach another
-//! hub. Log event ids are chunk sequence numbers: a reconnect with
-//! `Last-Event-ID` resumes after the last chunk seen.
+//! hub. Log event ids are `<attempt>.<seq>` of the chunk: a reconnect
+//! with `Last-Event-ID` resumes after the last chunk seen. A retried build
+//! starts its log over; a `reset` event tells the page to clear it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 struct Viewer {
     model: Arc<dyn ReadModel>,
     build_id: i64,
-    /// The last chunk sent; -1 before any.
+    /// The attempt whose chunks are being sent; `None` before the first poll.
+    attempt: Option<i64>,
+    /// The last chunk of it sent; -1 before any.
     last_seq: i64,
     /// The last status sent.
     status: Option<String>,
@@ -37,14 +40,25 @@ struct Viewer {
 impl Viewer {
     /// The events that take the viewer from where it stands to `tail`.
     fn advance(&mut self, tail: LogTail) -> Vec<Result<Event, axum::Error>> {
-        let mut events = Vec::with_capacity(tail.chunks.len() + 2);
+        let mut events = Vec::with_capacity(tail.chunks.len() + 3);
+        if self.attempt != Some(tail.attempt) {
+            // A fresh viewer has nothing to clear; the page replaces its
+            // rendered log on the first chunk.
+            if self.attempt.is_some() {
+                events.push(Ok(Event::default()
+                    .event("reset")
+                    .data(tail.attempt.to_string())));
+            }
+            self.attempt = Some(tail.attempt);
+            self.last_seq = -1;
+        }
         for (seq, text) in tail.chunks {
             // JSON keeps newlines and carriage returns of the log intact in
             // one `data:` line.
             events.push(
                 Event::default()
                     .event("log")
-                    .id(seq.to_string())
+                    .id(format!("{}.{seq}", tail.attempt))
                     .json_data(text),
             );
             self.last_seq = seq;
@@ -68,7 +82,11 @@ impl Viewer {
             return None;
         }
         tokio::time::sleep(POLL_INTERVAL).await;
-        match self.model.log_since(self.build_id, self.last_seq).await {
+        match self
+            .model
+            .log_since(self.build_id, self.attempt, self.last_seq)
+            .await
+        {
             Ok(Some(tail)) => {
                 let events = self.advance(tail);
                 Some((events, self))
@@ -82,14 +100,11 @@ impl Viewer {
     }
 }
 
-/// The chunk sequence number a reconnecting browser saw last; -1 (from
-/// the start) without a usable one.
-fn last_event_id(headers: &HeaderMap) -> i64 {
-    headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(-1)
+/// The `(attempt, seq)` of the chunk a reconnecting browser saw last.
+fn last_event_id(headers: &HeaderMap) -> Option<(i64, i64)> {
+    let value = headers.get("last-event-id")?.to_str().ok()?;
+    let (attempt, seq) = value.trim().split_once('.')?;
+    Some((attempt.parse().ok()?, seq.parse().ok()?))
 }
 
 pub(crate) async fn stream(
@@ -98,16 +113,18 @@ pub(crate) async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let build_id: i64 = id.parse().map_err(|_| PageError::NotFound)?;
+    let seen = last_event_id(&headers);
     let mut viewer = Viewer {
         model: state.model.clone(),
         build_id,
-        last_seq: last_event_id(&headers),
+        attempt: seen.map(|(attempt, _)| attempt),
+        last_seq: seen.map_or(-1, |(_, seq)| seq),
         status: None,
         ended: false,
     };
     let tail = state
         .model
-        .log_since(build_id, viewer.last_seq)
+        .log_since(build_id, viewer.attempt, viewer.last_seq)
         .await?
         .ok_or(PageError::NotFound)?;
     let first = viewer.advance(tail);

@@ -4,7 +4,8 @@
 
 use sifhub_web::model::{
     BuildSummary, BuildView, CatalogQuery, CatalogSort, CollectionSummary, CollectionView,
-    ContainerSummary, ContainerView, FeedView, ModelError, Page, ReadModel, TagMove, TagView,
+    ContainerSummary, ContainerView, FeedView, LogTail, ModelError, Page, ReadModel, TagMove,
+    TagView,
 };
 
 use crate::db::{BuildEntry, CatalogOrder, Db, Repository, TaggedImage};
@@ -316,5 +317,36 @@ impl ReadModel for WebModel {
             .await
             .map_err(ModelError::read("build log chunks"))?;
         Ok(Some(text))
+    }
+
+    async fn log_since(
+        &self,
+        id: i64,
+        attempt: Option<i64>,
+        after_seq: i64,
+    ) -> Result<Option<LogTail>, ModelError> {
+        let Some(detail) = self
+            .db
+            .public_build(id)
+            .await
+            .map_err(ModelError::read("build"))?
+        else {
+            return Ok(None);
+        };
+        let after_seq = if attempt == Some(detail.attempt) {
+            after_seq
+        } else {
+            -1
+        };
+        let chunks = self
+            .db
+            .log_chunks_after(id, detail.attempt, after_seq)
+            .await
+            .map_err(ModelError::read("build log chunks"))?;
+        Ok(Some(LogTail {
+            status: detail.entry.status,
+            attempt: detail.attempt,
+            chunks,
+        }))
     }
 }

@@ -340,6 +340,15 @@ async fn pages_show_the_catalog_and_hide_private_collections() {
         assert!(live.contains("running"), "{live}");
         assert!(live.contains("step 1 &#60;ok&#62;\nstep 2"), "{live}");
         assert!(live.contains("http-equiv=\"refresh\""), "{live}");
+        // With JavaScript the log streams in; the refresh is for pages without it.
+        assert!(
+            live.contains(&format!(
+                "data-events=\"/builds/{}/events\"",
+                running.build_id
+            )),
+            "{live}"
+        );
+        assert!(live.contains("<noscript><meta http-equiv"), "{live}");
         assert!(
             live.contains("1234567890abcdef1234567890abcdef12345678"),
             "{live}"

@@ -59,6 +59,7 @@ pub fn router(model: Arc<dyn ReadModel>, site: Site) -> Router {
     Router::new()
         .route("/", get(pages::catalog::page))
         .route("/builds/{id}", get(pages::build::page))
+        .route("/builds/{id}/events", get(pages::build_events::stream))
         .route("/{owner}/{repo}", get(pages::collection::page))
         .route("/{owner}/{repo}/feed.atom", get(pages::feed::collection))
         .route("/{owner}/{repo}/{container}", get(pages::container::page))

@@ -183,6 +183,20 @@ pub struct TagMove {
     pub recipe_path: Option<String>,
 }
 
+/// What a live log viewer learns on each poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogTail {
+    /// The build's status, read before the chunks, so a finished status
+    /// means the chunks include everything the worker sent.
+    pub status: String,
+    /// The build's current attempt: a retried build's log starts over.
+    pub attempt: i64,
+    /// `(seq, text)` of the current attempt's chunks after the asked-for
+    /// sequence number (all of them when the asked-for attempt is not the
+    /// current one), in order.
+    pub chunks: Vec<(i64, String)>,
+}
+
 /// The read side of the hub, as the pages need it.
 #[async_trait::async_trait]
 pub trait ReadModel: Send + Sync {
@@ -227,4 +241,14 @@ pub trait ReadModel: Send + Sync {
     /// The build's log: the stored one once it ended, the chunks streamed
     /// so far while it runs; `None` when the build is not visible.
     async fn build_log(&self, id: i64) -> Result<Option<String>, ModelError>;
+
+    /// The build's status and its current attempt's log chunks after
+    /// `after_seq` of `attempt` (from the start when `attempt` is `None` or
+    /// not the current one); `None` when the build is not visible.
+    async fn log_since(
+        &self,
+        id: i64,
+        attempt: Option<i64>,
+        after_seq: i64,
+    ) -> Result<Option<LogTail>, ModelError>;
 }

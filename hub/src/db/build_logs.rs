@@ -49,6 +49,31 @@ impl Db {
         Ok(chunks.concat())
     }
 
+    /// The chunks of a build attempt after sequence number `after_seq`, in
+    /// order, as `(seq, text)`: what a live log viewer has not seen yet.
+    pub async fn log_chunks_after(
+        &self,
+        build_id: i64,
+        attempt: i64,
+        after_seq: i64,
+    ) -> Result<Vec<(i64, String)>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT seq, text FROM build_log_chunks
+                 WHERE build_id = $1 AND attempt = $2 AND seq > $3
+                 ORDER BY seq",
+            )
+            .bind(build_id)
+            .bind(attempt)
+            .bind(after_seq)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(DbError::query(
+            "read build log chunks after a sequence number",
+        ))
+    }
+
     /// Deletes every stored chunk of a build (all attempts), once its log
     /// is in storage.
     pub async fn delete_log_chunks(&self, build_id: i64) -> Result<u64, DbError> {

@@ -1,6 +1,7 @@
 //! `/builds/{id}`: a build's status, times, commit, recipe and log. While
-//! it is queued or running the page refreshes itself, so the log grows
-//! without JavaScript.
+//! it is queued or running a small inline script follows the log over
+//! `/builds/{id}/events`; without JavaScript the page refreshes itself, so
+//! the log grows anyway.
 
 use askama::Template;
 use axum::extract::{Path, State};

@@ -9,6 +9,7 @@ use crate::model::{BuildSummary, ModelError};
 
 pub mod badge;
 pub mod build;
+pub mod build_events;
 pub mod catalog;
 pub mod collection;
 pub mod container;

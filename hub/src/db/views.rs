@@ -264,7 +264,7 @@ impl Db {
         repository_id: i64,
         limit: i64,
     ) -> Result<Vec<BuildEntry>, DbError> {
-        self.latest_builds(REPOSITORY_BUILDS, repository_id, limit)
+        self.rows_of(REPOSITORY_BUILDS, repository_id, limit)
             .await
             .map_err(DbError::query("list repository builds"))
     }
@@ -275,24 +275,9 @@ impl Db {
         container_id: i64,
         limit: i64,
     ) -> Result<Vec<BuildEntry>, DbError> {
-        self.latest_builds(CONTAINER_BUILDS, container_id, limit)
+        self.rows_of(CONTAINER_BUILDS, container_id, limit)
             .await
             .map_err(DbError::query("list container builds"))
-    }
-
-    async fn latest_builds(
-        &self,
-        sql: &'static str,
-        id: i64,
-        limit: i64,
-    ) -> Result<Vec<BuildEntry>, sqlx::Error> {
-        with_pool!(self, |pool| {
-            sqlx::query_as(sql)
-                .bind(id)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-        })
     }
 
     /// The latest `limit` images tags of a repository got, newest first.
@@ -301,7 +286,7 @@ impl Db {
         repository_id: i64,
         limit: i64,
     ) -> Result<Vec<TagMoveEntry>, DbError> {
-        self.tag_moves(REPOSITORY_TAG_MOVES, repository_id, limit)
+        self.rows_of(REPOSITORY_TAG_MOVES, repository_id, limit)
             .await
             .map_err(DbError::query("list repository tag moves"))
     }
@@ -312,17 +297,24 @@ impl Db {
         container_id: i64,
         limit: i64,
     ) -> Result<Vec<TagMoveEntry>, DbError> {
-        self.tag_moves(CONTAINER_TAG_MOVES, container_id, limit)
+        self.rows_of(CONTAINER_TAG_MOVES, container_id, limit)
             .await
             .map_err(DbError::query("list container tag moves"))
     }
 
-    async fn tag_moves(
+    /// Rows of `sql`, a query of one id (`$1`) and a row limit (`$2`).
+    async fn rows_of<T>(
         &self,
         sql: &'static str,
         id: i64,
         limit: i64,
-    ) -> Result<Vec<TagMoveEntry>, sqlx::Error> {
+    ) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
         with_pool!(self, |pool| {
             sqlx::query_as(sql)
                 .bind(id)

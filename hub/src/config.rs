@@ -99,6 +99,17 @@ pub struct Config {
     /// How often a waiting claim looks at the queue for builds queued by
     /// other hubs (`SIFHUB_CLAIM_POLL_MILLIS`).
     pub claim_poll_millis: u64,
+    /// Image downloads a client (an API token, else an address) may start
+    /// per minute, through every API (`SIFHUB_DOWNLOAD_RATE_PER_MINUTE`);
+    /// 0 for no limit.
+    pub download_rate_per_minute: u32,
+    /// Builds a client may ask for per minute (rebuilds; webhooks are not
+    /// limited) (`SIFHUB_TRIGGER_RATE_PER_MINUTE`); 0 for no limit.
+    pub trigger_rate_per_minute: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, as
+    /// addresses or `ADDRESS/PREFIX` blocks (`SIFHUB_TRUSTED_PROXIES`,
+    /// comma-separated). Empty: the connection's peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -127,6 +138,9 @@ impl std::fmt::Debug for Config {
             .field("build_lease_seconds", &self.build_lease_seconds)
             .field("claim_wait_seconds", &self.claim_wait_seconds)
             .field("claim_poll_millis", &self.claim_poll_millis)
+            .field("download_rate_per_minute", &self.download_rate_per_minute)
+            .field("trigger_rate_per_minute", &self.trigger_rate_per_minute)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -151,6 +165,9 @@ impl Default for Config {
             build_lease_seconds: 60,
             claim_wait_seconds: 25,
             claim_poll_millis: 1000,
+            download_rate_per_minute: 120,
+            trigger_rate_per_minute: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -303,6 +320,34 @@ impl Config {
                         message: format!("{e} (expected a number of {unit})"),
                     })?;
             }
+        }
+        for (variable, field) in [
+            (
+                "SIFHUB_DOWNLOAD_RATE_PER_MINUTE",
+                &mut self.download_rate_per_minute,
+            ),
+            (
+                "SIFHUB_TRIGGER_RATE_PER_MINUTE",
+                &mut self.trigger_rate_per_minute,
+            ),
+        ] {
+            if let Some(value) = lookup(variable) {
+                *field = value
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| ConfigError::Env {
+                        variable,
+                        value: value.clone(),
+                        message: format!("{e} (expected requests per minute, 0 for no limit)"),
+                    })?;
+            }
+        }
+        if let Some(value) = lookup("SIFHUB_TRUSTED_PROXIES") {
+            self.trusted_proxies = value
+                .split(',')
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         Ok(())
     }
@@ -497,6 +542,28 @@ mod tests {
             .apply_env(env(&[("SIFHUB_STORAGE_URL", "/srv/storage")]))
             .unwrap_err();
         assert!(err.to_string().contains("SIFHUB_STORAGE_URL"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_come_from_the_environment() {
+        let mut config = Config::default();
+        config
+            .apply_env(env(&[
+                ("SIFHUB_DOWNLOAD_RATE_PER_MINUTE", "5"),
+                ("SIFHUB_TRIGGER_RATE_PER_MINUTE", "0"),
+                ("SIFHUB_TRUSTED_PROXIES", "10.0.0.0/8, ::1,"),
+            ]))
+            .unwrap();
+        assert_eq!(config.download_rate_per_minute, 5);
+        assert_eq!(config.trigger_rate_per_minute, 0);
+        assert_eq!(config.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        let err = config
+            .apply_env(env(&[("SIFHUB_TRIGGER_RATE_PER_MINUTE", "-1")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("SIFHUB_TRIGGER_RATE_PER_MINUTE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,8 +7,10 @@ pub mod config;
 pub mod db;
 pub mod github;
 pub mod queue;
+pub mod ratelimit;
 pub mod serve;
 pub mod storage;
+pub mod user_tokens;
 pub mod web_model;
 pub mod worker;
 

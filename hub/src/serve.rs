@@ -16,6 +16,7 @@ use crate::db::{redact_url, Db, DbError};
 use crate::github::status::StatusReporter;
 use crate::github::{GitHubApi, GitHubClient, GitHubError};
 use crate::queue::Queue;
+use crate::ratelimit::RateLimits;
 use crate::storage::{Storage, StorageError};
 use crate::web_model::WebModel;
 use crate::worker::{Worker, WorkerSettings};
@@ -44,6 +45,8 @@ pub enum ServeError {
     GitHub(#[from] GitHubError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    RateLimit(#[from] crate::ratelimit::RateLimitError),
 }
 
 /// What every request handler can reach.
@@ -56,6 +59,8 @@ pub struct AppState {
     pub storage: Storage,
     /// Posts builds' commit statuses, in order.
     pub statuses: StatusReporter,
+    /// Download and trigger limits per token and client address.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -76,6 +81,11 @@ impl AppState {
         let storage = Storage::open(&config.resolved_storage_url())?;
         tracing::info!("storage: {}", storage.describe());
         let github: Arc<dyn GitHubApi> = Arc::new(github);
+        let rate_limits = RateLimits::new(
+            config.download_rate_per_minute,
+            config.trigger_rate_per_minute,
+            &config.trusted_proxies,
+        )?;
         Ok(AppState {
             config: Arc::new(config.clone()),
             queue: Queue::new(db.clone()),
@@ -83,6 +93,7 @@ impl AppState {
             statuses: StatusReporter::spawn(github.clone(), &config.resolved_public_url()),
             github,
             storage,
+            rate_limits: Arc::new(rate_limits),
         })
     }
 }
@@ -174,7 +185,9 @@ impl Server {
             0 => None,
             slots => Some(self.start_worker(slots, stopped).await?),
         };
-        let served = axum::serve(self.listener, router(self.state.clone()))
+        // The peer address reaches handlers for per-address rate limits.
+        let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 let _ = stop.send(true);

@@ -1,6 +1,7 @@
 //! The GitHub stand-in: an HTTP server speaking the REST calls the hub makes
 //! (App and installation tokens, tarballs and zipballs, trees, contents,
-//! repositories, commit statuses, check runs, installation repositories)
+//! repositories, commit statuses, check runs, installation repositories,
+//! users)
 //! over local git repositories made in the test. It records every request
 //! and every status and check run, for tests to read back.
 //!
@@ -121,6 +122,9 @@ struct Inner {
     check_run_events: Vec<RecordedCheckRun>,
     check_runs: HashMap<i64, Value>,
     codeload: HashMap<String, (String, String, String)>,
+    /// Accounts made with [`GitHubStandIn::create_user`]; owners of
+    /// repositories and installations exist too.
+    users: Vec<String>,
     next_id: i64,
 }
 
@@ -321,6 +325,11 @@ impl GitHubStandIn {
         }
     }
 
+    /// A GitHub account `login` that owns nothing (yet).
+    pub fn create_user(&self, login: &str) {
+        self.shared.lock().users.push(login.to_owned());
+    }
+
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
@@ -374,6 +383,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/repos/{owner}/{repo}/check-runs/{id}",
             patch(update_check_run),
         )
+        .route("/users/{login}", get(get_user))
         .route("/_codeload/{nonce}", get(codeload))
         .fallback(|| async { github_error(StatusCode::NOT_FOUND, "Not Found") })
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
@@ -724,6 +734,35 @@ async fn get_repository(
     match readable(&shared, &auth, &owner, &name) {
         Ok(repo) => Json(repository_json(&shared.base_url, &repo)).into_response(),
         Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `GET /users/{login}`: accounts made by `create_user`, repository owners
+/// and installation accounts; GitHub matches logins without case.
+async fn get_user(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(login): UrlPath<String>,
+) -> Response {
+    let found = {
+        let inner = shared.lock();
+        inner
+            .users
+            .iter()
+            .chain(inner.repos.values().map(|r| &r.owner))
+            .chain(inner.installations.values().map(|i| &i.account))
+            .find(|known| known.eq_ignore_ascii_case(&login))
+            .cloned()
+    };
+    match found {
+        Some(login) => Json(json!({
+            "login": login,
+            "id": owner_id(&login),
+            "type": "User",
+            "name": format!("{login} (stand-in)"),
+            "avatar_url": format!("{}/avatars/{login}", shared.base_url),
+        }))
+        .into_response(),
+        None => github_error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }
 

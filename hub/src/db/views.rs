@@ -182,7 +182,7 @@ const CONTAINER_BUILDS: &str = build_entry_sql!(
 
 /// A `LIKE` pattern matching `text` anywhere, without case; `%`, `_` and
 /// `\` in it match only themselves.
-fn contains_pattern(text: &str) -> String {
+pub(super) fn contains_pattern(text: &str) -> String {
     let mut pattern = String::from("%");
     for ch in text.to_lowercase().chars() {
         if matches!(ch, '%' | '_' | '\\') {

@@ -15,7 +15,8 @@ use serde::Deserialize;
 
 use super::app::{AppKey, InstallationToken, TokenCache};
 use super::{
-    ByteStream, CommitStatus, GitHubApi, GitHubError, RemoteRepository, RepoRef, TreeListing,
+    ByteStream, CommitStatus, GitHubApi, GitHubError, GitHubUser, RemoteRepository, RepoRef,
+    TreeListing,
 };
 use crate::config::{Config, Secret};
 
@@ -112,6 +113,14 @@ struct Repository {
 #[derive(Deserialize)]
 struct Owner {
     login: String,
+}
+
+#[derive(Deserialize)]
+struct Account {
+    id: i64,
+    login: String,
+    name: Option<String>,
+    avatar_url: Option<String>,
 }
 
 impl GitHubClient {
@@ -476,6 +485,29 @@ impl GitHubApi for GitHubClient {
             };
         }
         Ok(repositories)
+    }
+
+    async fn user(&self, login: &str) -> Result<Option<GitHubUser>, GitHubError> {
+        let what = format!("user {login}");
+        let credential = match &self.token {
+            Some(token) => Credential::Token(token.expose().to_owned()),
+            None => Credential::Anonymous,
+        };
+        let request = self
+            .request(Method::GET, self.url(&["users", login]))
+            .timeout(CALL_TIMEOUT);
+        let response = match self.send_as(&what, &credential, request).await {
+            Ok(response) => response,
+            Err(GitHubError::Status { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let account: Account = decode(&what, response).await?;
+        Ok(Some(GitHubUser {
+            github_id: account.id,
+            login: account.login,
+            name: account.name,
+            avatar_url: account.avatar_url,
+        }))
     }
 }
 

@@ -99,6 +99,16 @@ pub struct RemoteRepository {
     pub default_branch: String,
 }
 
+/// A GitHub account (a user or an organization).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitHubUser {
+    pub github_id: i64,
+    /// As GitHub spells it.
+    pub login: String,
+    pub name: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
 /// The files of a commit.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TreeListing {
@@ -134,4 +144,7 @@ pub trait GitHubApi: Send + Sync + std::fmt::Debug {
         &self,
         installation_id: i64,
     ) -> Result<Vec<RemoteRepository>, GitHubError>;
+
+    /// The account `login`, or `None` when GitHub has no such account.
+    async fn user(&self, login: &str) -> Result<Option<GitHubUser>, GitHubError>;
 }

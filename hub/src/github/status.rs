@@ -145,7 +145,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::github::{ByteStream, GitHubError, RemoteRepository, TreeListing};
+    use crate::github::{ByteStream, GitHubError, GitHubUser, RemoteRepository, TreeListing};
 
     /// Records statuses, the first one slowly, as a slow GitHub would.
     #[derive(Debug, Default)]
@@ -184,6 +184,9 @@ mod tests {
             &self,
             _: i64,
         ) -> Result<Vec<RemoteRepository>, GitHubError> {
+            unreachable!("not used")
+        }
+        async fn user(&self, _: &str) -> Result<Option<GitHubUser>, GitHubError> {
             unreachable!("not used")
         }
     }

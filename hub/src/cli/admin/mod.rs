@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub mod repo;
+pub mod token;
 pub mod worker_token;
 
 #[derive(clap::Args, Debug)]
@@ -20,6 +21,9 @@ pub enum Command {
     /// Repositories the hub builds.
     #[command(subcommand)]
     Repo(repo::Command),
+    /// API tokens for people and their scripts.
+    #[command(subcommand)]
+    Token(token::Command),
     /// Tokens for `sifhub worker` machines.
     #[command(subcommand)]
     WorkerToken(worker_token::Command),
@@ -29,6 +33,7 @@ pub fn run(args: Args) -> super::CliResult {
     let config = crate::config::Config::load(args.config.as_deref())?;
     match args.command {
         Command::Repo(command) => repo::run(&config, command),
+        Command::Token(command) => token::run(&config, command),
         Command::WorkerToken(command) => worker_token::run(&config, command),
     }
 }

@@ -383,12 +383,7 @@ mod tests {
                 },
             );
         }
-        sweep(
-            &mut map,
-            start + Duration::from_secs(1),
-            6.0,
-            6.0 / 60.0,
-        );
+        sweep(&mut map, start + Duration::from_secs(1), 6.0, 6.0 / 60.0);
         assert_eq!(map.len(), MAX_BUCKETS * 3 / 4);
         // The newest stay.
         let newest = MAX_BUCKETS as u32 + 9;
@@ -426,15 +421,16 @@ mod tests {
             )),
             ip("198.51.100.1")
         );
-        assert_eq!(
-            limits.client_address(&parts("[::1]:5000", None)),
-            ip("::1")
-        );
+        assert_eq!(limits.client_address(&parts("[::1]:5000", None)), ip("::1"));
         assert_eq!(
             limits.client_address(&parts("[::ffff:192.0.2.8]:5000", None)),
             ip("192.0.2.8")
         );
-        let no_peer = axum::http::Request::get("/").body(()).unwrap().into_parts().0;
+        let no_peer = axum::http::Request::get("/")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
         assert_eq!(limits.client_address(&no_peer), None);
         assert!(RateLimits::new(1, 1, &["10.0.0.0/33".to_owned()]).is_err());
         assert!(RateLimits::new(1, 1, &["proxy.internal".to_owned()]).is_err());

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crate::db::{hash_token, ApiToken, Db, DbError, NewToken, NewUser, Timestamp, TokenScope, User};
+use crate::db::{
+    hash_token, ApiToken, Db, DbError, NewToken, NewUser, Timestamp, TokenScope, User,
+};
 use crate::github::{GitHubApi, GitHubError};
 
 /// What user tokens start with, so a leaked one is recognisable (secret

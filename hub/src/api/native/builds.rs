@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::catalog::{container_of, readable};
-use super::{rfc3339, ApiError, ApiQuery, Caller, ErrorBody, Page, PageParams};
+use super::{read_page, rfc3339, ApiError, ApiQuery, Caller, ErrorBody, Page};
 use crate::access::Viewer;
 use crate::db::{BuildEntry, BuildRow};
 use crate::queue::BuildStatus;
@@ -58,9 +58,10 @@ pub struct BuildQuery {
     /// Only builds in this state: `queued`, `running`, `succeeded`,
     /// `failed`, `cancelled` or `superseded`.
     pub status: Option<String>,
-    #[serde(flatten)]
-    #[param(inline)]
-    pub page: PageParams,
+    /// `next_cursor` of the previous page; none for the first page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u32>,
 }
 
 fn summary(entry: BuildEntry) -> BuildSummary {
@@ -84,7 +85,7 @@ async fn builds_page(
     container_id: Option<i64>,
     query: &BuildQuery,
 ) -> Result<Page<BuildSummary>, ApiError> {
-    let page = query.page.read::<i64>()?;
+    let page = read_page::<i64>(query.cursor.as_deref(), query.limit)?;
     if let Some(status) = &query.status {
         status.parse::<BuildStatus>().map_err(|_| {
             ApiError::BadRequest(format!(
@@ -125,7 +126,9 @@ pub async fn collection_builds(
     ApiQuery(query): ApiQuery<BuildQuery>,
 ) -> Result<Json<Page<BuildSummary>>, ApiError> {
     let repository = readable(&state, &viewer, &owner, &repo).await?;
-    Ok(Json(builds_page(&state, repository.id, None, &query).await?))
+    Ok(Json(
+        builds_page(&state, repository.id, None, &query).await?,
+    ))
 }
 
 #[utoipa::path(

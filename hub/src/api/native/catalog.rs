@@ -7,7 +7,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{rfc3339, rfc3339_at, ApiError, ApiQuery, Caller, ErrorBody, Page, PageParams};
+use super::{
+    read_page, rfc3339, rfc3339_at, ApiError, ApiQuery, Caller, ErrorBody, Page, PageParams,
+};
 use crate::access::Viewer;
 use crate::db::{Container, Permission, Repository, TaggedImage};
 use crate::serve::AppState;
@@ -136,9 +138,10 @@ pub struct CollectionQuery {
     /// Collections whose `owner/name` or a container name contains this,
     /// without case.
     pub search: Option<String>,
-    #[serde(flatten)]
-    #[param(inline)]
-    pub page: PageParams,
+    /// `next_cursor` of the previous page; none for the first page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u32>,
 }
 
 /// `?tag=` with the page parameters.
@@ -147,9 +150,10 @@ pub struct CollectionQuery {
 pub struct HistoryQuery {
     /// Only this tag's history.
     pub tag: Option<String>,
-    #[serde(flatten)]
-    #[param(inline)]
-    pub page: PageParams,
+    /// `next_cursor` of the previous page; none for the first page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u32>,
 }
 
 /// The repository `owner/repo` when `viewer` may read it; else not found,
@@ -177,9 +181,7 @@ pub(super) async fn container_of(
         .db
         .find_container(repository.id, name)
         .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("container {}/{name}", repository.full_name()))
-        })
+        .ok_or_else(|| ApiError::NotFound(format!("container {}/{name}", repository.full_name())))
 }
 
 fn download_url(state: &AppState, digest: &str) -> String {
@@ -228,7 +230,7 @@ pub async fn list_collections(
     Caller(viewer): Caller,
     ApiQuery(query): ApiQuery<CollectionQuery>,
 ) -> Result<Json<Page<CollectionSummary>>, ApiError> {
-    let page = query.page.read::<(String, String)>()?;
+    let page = read_page::<(String, String)>(query.cursor.as_deref(), query.limit)?;
     let rows = state
         .db
         .visible_collections(
@@ -390,7 +392,7 @@ pub async fn container_history(
     Path((owner, repo, container)): Path<(String, String, String)>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Page<TagMove>>, ApiError> {
-    let page = query.page.read::<i64>()?;
+    let page = read_page::<i64>(query.cursor.as_deref(), query.limit)?;
     let repository = readable(&state, &viewer, &owner, &repo).await?;
     let found = container_of(&state, &repository, &container).await?;
     let rows = state

@@ -183,18 +183,27 @@ pub struct PageRequest<C> {
 
 impl PageParams {
     pub fn read<C: serde::de::DeserializeOwned>(&self) -> Result<PageRequest<C>, ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::BadRequest(format!(
-                "limit {limit} is out of range: use 1 to {MAX_LIMIT}"
-            )));
-        }
-        let after = match self.cursor.as_deref() {
-            None | Some("") => None,
-            Some(cursor) => Some(decode_cursor(cursor)?),
-        };
-        Ok(PageRequest { after, limit })
+        read_page(self.cursor.as_deref(), self.limit)
     }
+}
+
+/// Checks `?cursor=` and `?limit=` (list queries with more parameters
+/// carry these two themselves).
+pub fn read_page<C: serde::de::DeserializeOwned>(
+    cursor: Option<&str>,
+    limit: Option<u32>,
+) -> Result<PageRequest<C>, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit} is out of range: use 1 to {MAX_LIMIT}"
+        )));
+    }
+    let after = match cursor {
+        None | Some("") => None,
+        Some(cursor) => Some(decode_cursor(cursor)?),
+    };
+    Ok(PageRequest { after, limit })
 }
 
 /// Cursors are a position (the sort key of the last item) as JSON in
@@ -290,7 +299,9 @@ impl utoipa::Modify for Security {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("an API token (`sifhub admin token create`, or POST /api/v1/tokens)"))
+                    .description(Some(
+                        "an API token (`sifhub admin token create`, or POST /api/v1/tokens)",
+                    ))
                     .build(),
             ),
         );
@@ -335,7 +346,12 @@ pub fn routes() -> Router<AppState> {
             &format!("{PREFIX}/openapi.json"),
             get(move || {
                 let document = document.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], (*document).clone()) }
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        (*document).clone(),
+                    )
+                }
             }),
         )
         // Anything else under the prefix is this API's 404, in its shape.

@@ -134,7 +134,8 @@ pub async fn create_token(
     body: Result<Json<NewTokenBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let user_id = may_manage(&viewer)?;
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(format!("invalid body: {}", e.body_text())))?;
+    let Json(body) =
+        body.map_err(|e| ApiError::BadRequest(format!("invalid body: {}", e.body_text())))?;
     let scope = match body.scope.parse::<TokenScope>() {
         Ok(scope) if scope != TokenScope::Worker => scope,
         _ => {

@@ -12,7 +12,9 @@ use crate::user_tokens::{find_or_fetch_user, issue_user_token, TokenRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenCommandError {
-    #[error("no user {0:?} has a token here (they never signed in and no token was made for them)")]
+    #[error(
+        "no user {0:?} has a token here (they never signed in and no token was made for them)"
+    )]
     UnknownUser(String),
     #[error("no token {0}, or it was revoked already")]
     UnknownToken(i64),
@@ -48,9 +50,9 @@ pub enum Command {
 
 fn parse_scope(text: &str) -> Result<TokenScope, String> {
     match text.parse::<TokenScope>() {
-        Ok(TokenScope::Worker) | Err(_) => Err(format!(
-            "{text:?} is not a scope: use read, push or admin"
-        )),
+        Ok(TokenScope::Worker) | Err(_) => {
+            Err(format!("{text:?} is not a scope: use read, push or admin"))
+        }
         Ok(scope) => Ok(scope),
     }
 }

@@ -55,4 +55,9 @@ if [[ $role == test ]]; then
     python3 -m venv "$tools/py"
     "$tools/py/bin/pip" install --quiet feedparser
   fi
+  # The API test validates the OpenAPI document with a validator nobody here wrote.
+  if ! "$tools/py/bin/python" -c 'import openapi_spec_validator' 2>/dev/null; then
+    echo "installing openapi-spec-validator into $tools/py"
+    "$tools/py/bin/pip" install --quiet openapi-spec-validator
+  fi
 fi

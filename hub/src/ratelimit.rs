@@ -23,6 +23,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::access::{Via, Viewer};
+
 /// Buckets one limiter keeps at most (about 100 bytes each).
 pub const MAX_BUCKETS: usize = 100_000;
 /// Sweep out full buckets after this many new ones.
@@ -48,11 +50,11 @@ pub enum ClientKey {
 
 impl ClientKey {
     /// A token's own bucket when the request came with one, else its address's.
-    pub fn new(token_id: Option<i64>, client: ClientAddr) -> Self {
-        match (token_id, client.0) {
-            (Some(id), _) => ClientKey::Token(id),
-            (None, Some(addr)) => ClientKey::Address(addr),
-            (None, None) => ClientKey::Unknown,
+    pub fn of(viewer: &Viewer, client: ClientAddr) -> Self {
+        match (viewer.via, client.0) {
+            (Via::Token { id, .. }, _) => ClientKey::Token(id),
+            (_, Some(addr)) => ClientKey::Address(addr),
+            (_, None) => ClientKey::Unknown,
         }
     }
 }
@@ -210,6 +212,18 @@ impl RateLimits {
                 .map(|value| IpNet::parse(value))
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// Takes one image download from the caller's allowance. Every API's
+    /// image routes call this (`/download/…`, library imagefiles, OCI
+    /// blobs, shub images).
+    pub fn download(&self, viewer: &Viewer, client: ClientAddr) -> Result<(), RateLimited> {
+        self.downloads.check(ClientKey::of(viewer, client))
+    }
+
+    /// Takes one build request (a rebuild) from the caller's allowance.
+    pub fn trigger(&self, viewer: &Viewer, client: ClientAddr) -> Result<(), RateLimited> {
+        self.triggers.check(ClientKey::of(viewer, client))
     }
 
     fn trusts(&self, addr: IpAddr) -> bool {

@@ -113,7 +113,7 @@ async fn builds_page(
     summary = "A collection's builds, newest first",
     params(("owner" = String, Path), ("repo" = String, Path), BuildQuery),
     responses(
-        (status = 200, body = Page<BuildSummary>),
+        (status = 200, description = "a page of builds, newest first", body = Page<BuildSummary>),
         (status = 400, description = "bad cursor, limit or status", body = ErrorBody),
         (status = 401, description = "unknown, expired or revoked credentials", body = ErrorBody),
         (status = 404, description = "no such collection, or a private one", body = ErrorBody),
@@ -138,7 +138,7 @@ pub async fn collection_builds(
     summary = "A container's builds, newest first",
     params(("owner" = String, Path), ("repo" = String, Path), ("container" = String, Path), BuildQuery),
     responses(
-        (status = 200, body = Page<BuildSummary>),
+        (status = 200, description = "a page of builds, newest first", body = Page<BuildSummary>),
         (status = 400, description = "bad cursor, limit or status", body = ErrorBody),
         (status = 401, description = "unknown, expired or revoked credentials", body = ErrorBody),
         (status = 404, description = "no such container or collection, or a private one", body = ErrorBody),
@@ -181,7 +181,7 @@ async fn readable_build(state: &AppState, viewer: &Viewer, id: i64) -> Result<Bu
     summary = "A build",
     params(("id" = i64, Path)),
     responses(
-        (status = 200, body = Build),
+        (status = 200, description = "the build", body = Build),
         (status = 401, description = "unknown, expired or revoked credentials", body = ErrorBody),
         (status = 404, description = "no such build, or one of a private collection", body = ErrorBody),
     )

@@ -261,7 +261,7 @@ pub async fn list_collections(
     summary = "A collection",
     params(("owner" = String, Path, description = "GitHub owner"), ("repo" = String, Path, description = "GitHub repository")),
     responses(
-        (status = 200, body = Collection),
+        (status = 200, description = "the collection", body = Collection),
         (status = 401, description = "unknown, expired or revoked credentials", body = ErrorBody),
         (status = 404, description = "no such collection, or a private one the caller may not read", body = ErrorBody),
     )
@@ -296,7 +296,7 @@ pub async fn get_collection(
     summary = "A collection's containers, by name",
     params(("owner" = String, Path), ("repo" = String, Path), PageParams),
     responses(
-        (status = 200, body = Page<ContainerSummary>),
+        (status = 200, description = "a page of containers by name", body = Page<ContainerSummary>),
         (status = 400, description = "bad cursor or limit", body = ErrorBody),
         (status = 401, description = "unknown, expired or revoked credentials", body = ErrorBody),
         (status = 404, description = "no such collection, or a private one", body = ErrorBody),
@@ -337,7 +337,7 @@ pub async fn list_containers(
     summary = "A container with its tags and the images they name",
     params(("owner" = String, Path), ("repo" = String, Path), ("container" = String, Path)),
     responses(
-        (status = 200, body = ContainerDetail),
+        (status = 200, description = "the container and its tags", body = ContainerDetail),
         (status = 401, description = "unknown, expired or revoked credentials", body = ErrorBody),
         (status = 404, description = "no such container or collection, or a private one", body = ErrorBody),
     )
@@ -380,7 +380,7 @@ fn tag_info(state: &AppState, tagged: TaggedImage) -> TagInfo {
     summary = "The images a container's tags got, newest first",
     params(("owner" = String, Path), ("repo" = String, Path), ("container" = String, Path), HistoryQuery),
     responses(
-        (status = 200, body = Page<TagMove>),
+        (status = 200, description = "a page of tag moves, newest first", body = Page<TagMove>),
         (status = 400, description = "bad cursor or limit", body = ErrorBody),
         (status = 401, description = "unknown, expired or revoked credentials", body = ErrorBody),
         (status = 404, description = "no such container or collection, or a private one", body = ErrorBody),
@@ -427,7 +427,7 @@ pub async fn container_history(
     summary = "An image by digest: metadata, provenance, labels",
     params(("digest" = String, Path, description = "`sha256:<64 hex>`")),
     responses(
-        (status = 200, body = ImageInfo),
+        (status = 200, description = "the image", body = ImageInfo),
         (status = 401, description = "unknown, expired or revoked credentials", body = ErrorBody),
         (status = 404, description = "no such image, or only in collections the caller may not read", body = ErrorBody),
     )

@@ -357,7 +357,7 @@ pub fn routes() -> Router<AppState> {
         // Anything else under the prefix is this API's 404, in its shape.
         .route(
             &format!("{PREFIX}/{{*rest}}"),
-            axum::routing::any(|| async { ApiError::NotFound("no such api route".to_owned()) }),
+            axum::routing::any(|| async { ApiError::NotFound("api route".to_owned()) }),
         )
 }
 

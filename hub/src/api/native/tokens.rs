@@ -92,7 +92,7 @@ fn may_manage(viewer: &Viewer) -> Result<i64, ApiError> {
     summary = "The caller's tokens, newest first, revoked and expired ones included",
     params(PageParams),
     responses(
-        (status = 200, body = Page<TokenInfo>),
+        (status = 200, description = "a page of the caller's tokens, newest first", body = Page<TokenInfo>),
         (status = 400, description = "bad cursor or limit", body = ErrorBody),
         (status = 401, description = "not signed in, or unknown, expired or revoked credentials", body = ErrorBody),
     )

@@ -739,10 +739,7 @@ async fn get_repository(
 
 /// `GET /users/{login}`: accounts made by `create_user`, repository owners
 /// and installation accounts; GitHub matches logins without case.
-async fn get_user(
-    State(shared): State<Arc<Shared>>,
-    UrlPath(login): UrlPath<String>,
-) -> Response {
+async fn get_user(State(shared): State<Arc<Shared>>, UrlPath(login): UrlPath<String>) -> Response {
     let found = {
         let inner = shared.lock();
         inner

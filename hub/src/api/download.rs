@@ -7,6 +7,7 @@
 //! `curl -C -` resumes), honouring `If-Range`, and `If-None-Match` a 304.
 //! Several ranges get the whole image. On S3 a `GET` is redirected to a
 //! signed URL, so the bytes flow from the bucket, not through the hub.
+//! Each download takes from the caller's rate limit (`crate::ratelimit`).
 
 use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::access::Viewer;
 use crate::db::{DbError, Image};
+use crate::ratelimit::{ClientAddr, RateLimited};
 use crate::serve::AppState;
 use crate::storage::{StorageError, StorageKey};
 
@@ -38,6 +41,8 @@ pub enum DownloadError {
     Storage(#[from] StorageError),
     #[error("cannot build the download response")]
     Response(#[from] axum::http::Error),
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
 }
 
 impl IntoResponse for DownloadError {
@@ -46,6 +51,7 @@ impl IntoResponse for DownloadError {
             DownloadError::NotFound(what) => {
                 (StatusCode::NOT_FOUND, format!("{what} not found\n")).into_response()
             }
+            DownloadError::RateLimited(limited) => limited.into_response(),
             other => {
                 tracing::error!("download failed: {other}");
                 (
@@ -67,39 +73,50 @@ pub fn routes() -> Router<AppState> {
 
 async fn by_digest(
     State(state): State<AppState>,
+    viewer: Viewer,
+    client: ClientAddr,
     Path(hex): Path<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, DownloadError> {
+    state.rate_limits.download(&viewer, client)?;
     let not_found = || DownloadError::NotFound(format!("image sha256:{hex}"));
     let key = StorageKey::image(&hex).map_err(|_| not_found())?;
     state
         .db
-        .find_public_image_by_digest(&format!("sha256:{hex}"))
+        .find_readable_image_by_digest(&viewer, &format!("sha256:{hex}"))
         .await?
         .ok_or_else(not_found)?;
     let download = Download {
         key,
         filename: format!("{hex}.sif"),
-        // The bytes behind a digest never change.
-        cache_control: "public, max-age=31536000, immutable",
+        // The bytes behind a digest never change; shared caches may keep
+        // them only when anyone may fetch them.
+        cache_control: if viewer.user.is_none() {
+            "public, max-age=31536000, immutable"
+        } else {
+            "private, max-age=31536000, immutable"
+        },
     };
     download.respond(&state, &method, &headers).await
 }
 
 async fn by_tag(
     State(state): State<AppState>,
+    viewer: Viewer,
+    client: ClientAddr,
     Path((owner, repo, reference)): Path<(String, String, String)>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, DownloadError> {
+    state.rate_limits.download(&viewer, client)?;
     let (container, tag) = reference
         .split_once(':')
         .unwrap_or((reference.as_str(), DEFAULT_TAG));
     let not_found = || DownloadError::NotFound(format!("image {owner}/{repo}/{container}:{tag}"));
     let image: Image = state
         .db
-        .find_public_tagged_image(&owner, &repo, container, tag)
+        .find_readable_tagged_image(&viewer, &owner, &repo, container, tag)
         .await?
         .ok_or_else(not_found)?;
     let hex = image

@@ -5,9 +5,11 @@
 //! them; the other lists belong to a collection the caller already may.
 
 use super::views::contains_pattern;
-use super::{with_pool, ApiToken, BuildDetail, BuildEntry, ContainerEntry, Db, DbError, Timestamp};
+use super::{
+    visibility_binds, visible_sql, with_pool, ApiToken, BuildEntry, ContainerEntry, Db, DbError,
+    Timestamp,
+};
 use crate::access::Viewer;
-use crate::db::access::visible_sql;
 
 /// A collection as the API lists it, with its sort key.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -33,14 +35,6 @@ pub struct HistoryRow {
     pub replaced_at: Option<i64>,
     pub commit_sha: Option<String>,
     pub recipe_path: Option<String>,
-}
-
-/// A build with the repository it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct BuildRow {
-    #[sqlx(flatten)]
-    pub detail: BuildDetail,
-    pub repository_id: i64,
 }
 
 /// Collections the viewer may read whose `owner/name` or a container name
@@ -74,6 +68,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<CollectionRow>, DbError> {
         let pattern = contains_pattern(search);
+        let (login, user_id) = visibility_binds(viewer);
         let (after_owner, after_name) = after
             .map(|(owner, name)| (owner.as_str(), name.as_str()))
             .unwrap_or(("", ""));
@@ -82,8 +77,8 @@ impl Db {
                 .bind(&pattern)
                 .bind(after_owner)
                 .bind(after_name)
-                .bind(viewer.login().unwrap_or(""))
-                .bind(viewer.user_id().unwrap_or(-1))
+                .bind(&login)
+                .bind(user_id)
                 .bind(limit)
                 .fetch_all(pool)
                 .await
@@ -179,29 +174,6 @@ impl Db {
             .await
         })
         .map_err(DbError::query("list builds"))
-    }
-
-    /// The build `id`, whoever may see it (the caller checks).
-    pub async fn find_build_row(&self, id: i64) -> Result<Option<BuildRow>, DbError> {
-        with_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT b.id, b.status, c.name AS container, rc.tag, b.branch, b.commit_sha,
-                        b.queued_at, b.started_at, b.finished_at,
-                        r.owner, r.name AS repo, rc.path AS recipe_path, b.trigger_kind,
-                        b.attempt, b.error, b.log_key, i.digest AS image_digest,
-                        r.id AS repository_id
-                 FROM builds b
-                 JOIN recipes rc ON rc.id = b.recipe_id
-                 JOIN containers c ON c.id = rc.container_id
-                 JOIN repositories r ON r.id = rc.repository_id
-                 LEFT JOIN images i ON i.id = b.image_id
-                 WHERE b.id = $1",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(DbError::query("find build"))
     }
 
     /// Up to `limit` of a user's tokens, newest first, before token `before`.

@@ -42,17 +42,19 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Connection as _};
 
+mod access;
 mod build_logs;
 mod catalog;
 mod deliveries;
 mod images;
 mod listings;
-mod lookup;
 mod migrate;
 mod scans;
 mod tokens;
 mod views;
 
+pub(crate) use access::{visibility_binds, visible_sql};
+pub use access::{Permission, Session};
 pub(crate) use catalog::{
     attach_repository_in, count_recipes_in, delete_installation_in, detach_repository_in,
     find_recipe_for_target_in, insert_repository_in, move_recipe_in, set_default_branch_in,
@@ -65,7 +67,7 @@ pub use deliveries::WebhookDelivery;
 pub(crate) use deliveries::{record_delivery_in, set_delivery_outcome_in};
 pub(crate) use images::{check_digest, image_size, insert_image_in, set_tag_in, UPSERT_TAG};
 pub use images::{Image, NewImage, StoredImage, Tag, TagChange, TagHistoryEntry};
-pub use listings::{BuildRow, CollectionRow, HistoryRow};
+pub use listings::{CollectionRow, HistoryRow};
 pub use migrate::AppliedMigration;
 pub use scans::RepositoryScan;
 pub(crate) use scans::{finish_scan_in, request_scan_in};

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::catalog::{container_of, readable};
 use super::{read_page, rfc3339, ApiError, ApiQuery, Caller, ErrorBody, Page};
 use crate::access::Viewer;
-use crate::db::{BuildEntry, BuildRow};
+use crate::db::{BuildDetail, BuildEntry};
 use crate::queue::BuildStatus;
 use crate::serve::AppState;
 use crate::storage::{StorageError, StorageKey};
@@ -158,20 +158,16 @@ pub async fn container_builds(
 }
 
 /// The build `id` when `viewer` may read its collection.
-async fn readable_build(state: &AppState, viewer: &Viewer, id: i64) -> Result<BuildRow, ApiError> {
-    let not_found = || ApiError::NotFound(format!("build {id}"));
-    let row = state.db.find_build_row(id).await?.ok_or_else(not_found)?;
-    let repository = state
-        .db
-        .find_repository_by_id(row.repository_id)
-        .await?
-        .ok_or_else(not_found)?;
+async fn readable_build(
+    state: &AppState,
+    viewer: &Viewer,
+    id: i64,
+) -> Result<BuildDetail, ApiError> {
     state
         .db
-        .permission(viewer, &repository)
+        .readable_build(viewer, id)
         .await?
-        .ok_or_else(not_found)?;
-    Ok(row)
+        .ok_or_else(|| ApiError::NotFound(format!("build {id}")))
 }
 
 #[utoipa::path(
@@ -191,7 +187,7 @@ pub async fn get_build(
     Caller(viewer): Caller,
     Path(id): Path<i64>,
 ) -> Result<Json<Build>, ApiError> {
-    let detail = readable_build(&state, &viewer, id).await?.detail;
+    let detail = readable_build(&state, &viewer, id).await?;
     Ok(Json(Build {
         summary: summary(detail.entry),
         owner: detail.owner,
@@ -221,7 +217,7 @@ pub async fn build_log(
     Caller(viewer): Caller,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let detail = readable_build(&state, &viewer, id).await?.detail;
+    let detail = readable_build(&state, &viewer, id).await?;
     let text = match detail.log_key {
         // A finished build's log is in storage…
         Some(_) => match state.storage.get_bytes(&StorageKey::build_log(id)).await {

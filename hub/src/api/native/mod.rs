@@ -95,7 +95,7 @@ pub enum ApiError {
 impl From<AccessError> for ApiError {
     fn from(err: AccessError) -> Self {
         match err {
-            AccessError::Unauthorized(why) => ApiError::Unauthorized(why),
+            AccessError::Unauthorized(why) => ApiError::Unauthorized(why.to_owned()),
             AccessError::Database(e) => ApiError::Database(e),
         }
     }

@@ -738,10 +738,15 @@ async fn the_api_on_both_backends() {
         assert_eq!(analysis["private"], false);
         assert_eq!(analysis["permission"], "read");
         assert_eq!(analysis["default_branch"], "main");
+        // The owner's permission, capped by the token's scope.
         let as_owner = api
-            .ok("/api/v1/collections/alice/analysis", Some(&read))
+            .ok("/api/v1/collections/alice/analysis", Some(&admin))
             .await;
         assert_eq!(as_owner["permission"], "admin");
+        let as_reader = api
+            .ok("/api/v1/collections/alice/analysis", Some(&read))
+            .await;
+        assert_eq!(as_reader["permission"], "read");
         let containers: Vec<Value> = api
             .walk("/api/v1/collections/alice/analysis/containers", 2, None)
             .await;

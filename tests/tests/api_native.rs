@@ -1008,11 +1008,20 @@ async fn the_api_on_both_backends() {
             "/api/v1/collections/alice/analysis/builds?status=exploded",
             "/api/v1/collections/alice/analysis/containers/analysis/builds?cursor=eyJ4Ijox",
             "/api/v1/tokens?limit=-1",
+            "/api/v1/builds/abc",
+            "/api/v1/builds/1e3/log",
         ] {
             let answer = api.get(path, Some(&read)).await;
             assert_eq!(answer.status, 400, "{path}: {}", answer.text);
             assert_eq!(answer.error_code(), "bad_request", "{path}");
         }
+        let answer = api
+            .send("DELETE", "/api/v1/tokens/latest", Some(&admin), None)
+            .await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (400, "bad_request")
+        );
         for path in [
             "/api/v1/collections/alice/nothing",
             "/api/v1/collections/alice/analysis/containers/nothing",

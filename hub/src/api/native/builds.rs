@@ -1,6 +1,6 @@
 //! Builds: a collection's or container's builds, one build, its log.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::catalog::{container_of, readable};
-use super::{read_page, rfc3339, ApiError, ApiQuery, Caller, ErrorBody, Page};
+use super::{read_page, rfc3339, ApiError, ApiPath, ApiQuery, Caller, ErrorBody, Page};
 use crate::access::Viewer;
 use crate::db::{BuildDetail, BuildEntry};
 use crate::queue::BuildStatus;
@@ -122,7 +122,7 @@ async fn builds_page(
 pub async fn collection_builds(
     State(state): State<AppState>,
     Caller(viewer): Caller,
-    Path((owner, repo)): Path<(String, String)>,
+    ApiPath((owner, repo)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<BuildQuery>,
 ) -> Result<Json<Page<BuildSummary>>, ApiError> {
     let repository = readable(&state, &viewer, &owner, &repo).await?;
@@ -147,7 +147,7 @@ pub async fn collection_builds(
 pub async fn container_builds(
     State(state): State<AppState>,
     Caller(viewer): Caller,
-    Path((owner, repo, container)): Path<(String, String, String)>,
+    ApiPath((owner, repo, container)): ApiPath<(String, String, String)>,
     ApiQuery(query): ApiQuery<BuildQuery>,
 ) -> Result<Json<Page<BuildSummary>>, ApiError> {
     let repository = readable(&state, &viewer, &owner, &repo).await?;
@@ -178,6 +178,7 @@ async fn readable_build(
     params(("id" = i64, Path)),
     responses(
         (status = 200, description = "the build", body = Build),
+        (status = 400, description = "an id that is not a number", body = ErrorBody),
         (status = 401, description = "unknown, expired or revoked credentials", body = ErrorBody),
         (status = 404, description = "no such build, or one of a private collection", body = ErrorBody),
     )
@@ -185,7 +186,7 @@ async fn readable_build(
 pub async fn get_build(
     State(state): State<AppState>,
     Caller(viewer): Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Build>, ApiError> {
     let detail = readable_build(&state, &viewer, id).await?;
     Ok(Json(Build {
@@ -208,6 +209,7 @@ pub async fn get_build(
     params(("id" = i64, Path)),
     responses(
         (status = 200, description = "the log of the build's latest attempt", content_type = "text/plain", body = String),
+        (status = 400, description = "an id that is not a number", body = ErrorBody),
         (status = 401, description = "unknown, expired or revoked credentials", body = ErrorBody),
         (status = 404, description = "no such build, or one of a private collection", body = ErrorBody),
     )
@@ -215,7 +217,7 @@ pub async fn get_build(
 pub async fn build_log(
     State(state): State<AppState>,
     Caller(viewer): Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
     let detail = readable_build(&state, &viewer, id).await?;
     let text = match detail.log_key {

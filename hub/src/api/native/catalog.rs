@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    read_page, rfc3339, rfc3339_at, ApiError, ApiQuery, Caller, ErrorBody, Page, PageParams,
+    read_page, rfc3339, rfc3339_at, ApiError, ApiPath, ApiQuery, Caller, ErrorBody, Page,
+    PageParams,
 };
 use crate::access::Viewer;
 use crate::db::{Container, Permission, Repository, TaggedImage};
@@ -269,7 +270,7 @@ pub async fn list_collections(
 pub async fn get_collection(
     State(state): State<AppState>,
     Caller(viewer): Caller,
-    Path((owner, repo)): Path<(String, String)>,
+    ApiPath((owner, repo)): ApiPath<(String, String)>,
 ) -> Result<Json<Collection>, ApiError> {
     let repository = readable(&state, &viewer, &owner, &repo).await?;
     let permission = state
@@ -305,7 +306,7 @@ pub async fn get_collection(
 pub async fn list_containers(
     State(state): State<AppState>,
     Caller(viewer): Caller,
-    Path((owner, repo)): Path<(String, String)>,
+    ApiPath((owner, repo)): ApiPath<(String, String)>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<Page<ContainerSummary>>, ApiError> {
     let page = params.read::<String>()?;
@@ -345,7 +346,7 @@ pub async fn list_containers(
 pub async fn get_container(
     State(state): State<AppState>,
     Caller(viewer): Caller,
-    Path((owner, repo, container)): Path<(String, String, String)>,
+    ApiPath((owner, repo, container)): ApiPath<(String, String, String)>,
 ) -> Result<Json<ContainerDetail>, ApiError> {
     let repository = readable(&state, &viewer, &owner, &repo).await?;
     let found = container_of(&state, &repository, &container).await?;
@@ -389,7 +390,7 @@ fn tag_info(state: &AppState, tagged: TaggedImage) -> TagInfo {
 pub async fn container_history(
     State(state): State<AppState>,
     Caller(viewer): Caller,
-    Path((owner, repo, container)): Path<(String, String, String)>,
+    ApiPath((owner, repo, container)): ApiPath<(String, String, String)>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Page<TagMove>>, ApiError> {
     let page = read_page::<i64>(query.cursor.as_deref(), query.limit)?;
@@ -435,7 +436,7 @@ pub async fn container_history(
 pub async fn get_image(
     State(state): State<AppState>,
     Caller(viewer): Caller,
-    Path(digest): Path<String>,
+    ApiPath(digest): ApiPath<String>,
 ) -> Result<Json<ImageInfo>, ApiError> {
     let image = state
         .db

@@ -4,13 +4,13 @@
 //! mint itself a stronger one.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{rfc3339_at, ApiError, ApiQuery, Caller, ErrorBody, Page, PageParams};
+use super::{rfc3339_at, ApiError, ApiPath, ApiQuery, Caller, ErrorBody, Page, PageParams};
 use crate::access::Viewer;
 use crate::db::{ApiToken, Timestamp, TokenScope};
 use crate::serve::AppState;
@@ -168,6 +168,7 @@ pub async fn create_token(
     params(("id" = i64, Path)),
     responses(
         (status = 204, description = "revoked: every API refuses it from now on"),
+        (status = 400, description = "an id that is not a number", body = ErrorBody),
         (status = 401, description = "not signed in, or unknown, expired or revoked credentials", body = ErrorBody),
         (status = 403, description = "a token below admin scope", body = ErrorBody),
         (status = 404, description = "the caller has no such token, or it is revoked already", body = ErrorBody),
@@ -176,7 +177,7 @@ pub async fn create_token(
 pub async fn revoke_token(
     State(state): State<AppState>,
     Caller(viewer): Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     let user_id = may_manage(&viewer)?;
     if !state

@@ -41,7 +41,7 @@ pub enum Command {
         /// The GitHub login.
         owner: String,
     },
-    /// Revoke a token by id: every API refuses it from now on.
+    /// Revoke a token by id (a person's or a worker's): every API refuses it from now on.
     Revoke {
         /// The id `list` shows.
         id: i64,
@@ -136,7 +136,6 @@ fn state(token: &ApiToken, now: Timestamp) -> String {
 }
 
 async fn revoke(db: &Db, id: i64) -> crate::cli::CliResult {
-    // Only people's tokens: worker tokens have their own command.
     if !db.revoke_token(id, Timestamp::now()).await? {
         return Err(TokenCommandError::UnknownToken(id).into());
     }

@@ -1,0 +1,766 @@
+//! OCI distribution (pull side) for `oras://` and other OCI clients.
+//!
+//! A container is the repository name `<owner>/<repo>/<container>`, and
+//! `<owner>/<repo>` names the root container. Each of its tags is an OCI
+//! image manifest shaped as apptainer's `push oras://` writes one: the
+//! SIF config media type with the empty `{}` config inline, one SIF layer
+//! (the image's bytes, so the layer digest is the image digest) titled
+//! `<container>_<tag>.sif`, and the creation time. The manifest is made
+//! from the catalog on each request, byte for byte the same every time, so
+//! its digest is stable and a manifest can be fetched again by digest.
+//!
+//! Auth follows the distribution token flow. `/v2/` without credentials
+//! answers 401 with a `Bearer` challenge: OCI clients (containers/image,
+//! go-containerregistry) only learn where to get tokens from that ping,
+//! and without it never send the credentials they were given. The token
+//! endpoint turns an API token (Basic password) into a short-lived token
+//! of at most its scope, and answers a client without credentials with
+//! the anonymous token, which reads what anyone may read. A private
+//! container is, for the anonymous, a 401 challenge, exactly as a missing
+//! one is; for a signed-in caller who may not read it, `NAME_UNKNOWN`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::access::{AccessError, Viewer};
+use crate::api::download::{safe_filename, Download, DownloadError};
+use crate::db::{hash_token, Container, DbError, Image, NewToken, Repository, TokenScope};
+use crate::serve::AppState;
+use crate::storage::{StorageError, StorageKey};
+
+const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG_MEDIA_TYPE: &str = "application/vnd.sylabs.sif.config.v1+json";
+const LAYER_MEDIA_TYPE: &str = "application/vnd.sylabs.sif.layer.v1.sif";
+/// The config blob apptainer writes: the empty JSON object.
+const EMPTY_CONFIG: &[u8] = b"{}";
+const EMPTY_CONFIG_DIGEST: &str =
+    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+/// What the token endpoint hands a client without credentials: it names
+/// nobody and reads only what anyone may read, so it is no secret.
+pub const ANONYMOUS_TOKEN: &str = "anonymous";
+/// How long a token from the token endpoint lives: clients ask again
+/// when it runs out, so a leaked one is soon worthless.
+const REGISTRY_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// The name of registry tokens in their owner's token list.
+pub const REGISTRY_TOKEN_NAME: &str = "oci registry token";
+/// How many tag moves of a container a manifest digest is looked for in.
+const MANIFEST_HISTORY_LIMIT: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// 401 with the challenge (`WWW-Authenticate` value) to answer.
+    #[error("{message}")]
+    Unauthorized { message: String, challenge: String },
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    NameInvalid(String),
+    #[error("repository {0} not found")]
+    NameUnknown(String),
+    #[error("manifest {0} not found")]
+    ManifestUnknown(String),
+    #[error("blob {0} not found")]
+    BlobUnknown(String),
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("{0}")]
+    PaginationInvalid(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot read random bytes for a registry token")]
+    Random(#[source] getrandom::Error),
+    #[error("cannot build the response")]
+    Response(#[from] axum::http::Error),
+}
+
+impl From<DownloadError> for OciError {
+    fn from(e: DownloadError) -> Self {
+        match e {
+            DownloadError::NotFound(what) => OciError::BlobUnknown(what),
+            DownloadError::Database(e) => OciError::Database(e),
+            DownloadError::Storage(e) => OciError::Storage(e),
+            DownloadError::Response(e) => OciError::Response(e),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorsBody {
+    errors: [ErrorEntry; 1],
+}
+
+#[derive(Serialize)]
+struct ErrorEntry {
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for OciError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            OciError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            OciError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            OciError::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            OciError::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            OciError::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            OciError::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            OciError::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+            OciError::PaginationInvalid(_) => {
+                (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID")
+            }
+            OciError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            OciError::Database(_)
+            | OciError::Storage(_)
+            | OciError::Random(_)
+            | OciError::Response(_) => {
+                tracing::error!("oci api: {self}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN")
+            }
+        };
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut response = (
+            status,
+            Json(ErrorsBody {
+                errors: [ErrorEntry { code, message }],
+            }),
+        )
+            .into_response();
+        if let OciError::Unauthorized { challenge, .. } = &self {
+            if let Ok(value) = HeaderValue::from_str(challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2", get(ping))
+        .route("/v2/", get(ping))
+        .route("/v2/token", get(token))
+        .route("/v2/{*path}", any(dispatch))
+        .layer(axum::middleware::map_response(
+            |mut response: Response| async move {
+                response.headers_mut().insert(
+                    "Docker-Distribution-API-Version",
+                    HeaderValue::from_static("registry/2.0"),
+                );
+                response
+            },
+        ))
+}
+
+/// `Bearer realm="<public>/v2/token",service="<host>"[,scope="…"]`.
+fn challenge(state: &AppState, scope: Option<&str>) -> String {
+    let public = state.config.resolved_public_url();
+    let public = public.trim_end_matches('/');
+    let service = public
+        .split_once("://")
+        .map_or(public, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let mut value = format!("Bearer realm=\"{public}/v2/token\",service=\"{service}\"");
+    if let Some(scope) = scope {
+        value.push_str(&format!(",scope=\"{scope}\""));
+    }
+    value
+}
+
+/// Who is asking: the anonymous token, no credentials at all (both
+/// anonymous), or what [`Viewer`] finds.
+struct Caller {
+    viewer: Viewer,
+    /// No `Authorization` header (nor session cookie) at all.
+    bare: bool,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = OciError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OciError> {
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        if authorization
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .is_some_and(|token| token.trim() == ANONYMOUS_TOKEN)
+        {
+            return Ok(Caller {
+                viewer: Viewer::anonymous(),
+                bare: false,
+            });
+        }
+        let viewer = Viewer::from_request_parts(parts, state)
+            .await
+            .map_err(|e| match e {
+                AccessError::Unauthorized(why) => OciError::Unauthorized {
+                    message: why,
+                    challenge: challenge(state, None),
+                },
+                AccessError::Database(e) => OciError::Database(e),
+            })?;
+        Ok(Caller {
+            bare: authorization.is_none() && viewer.user_id().is_none(),
+            viewer,
+        })
+    }
+}
+
+/// `GET /v2/`: 200 `{}` for a caller with credentials, else the challenge
+/// that tells clients where to get a token.
+async fn ping(State(state): State<AppState>, caller: Caller) -> Result<Response, OciError> {
+    if caller.bare {
+        return Err(OciError::Unauthorized {
+            message: "authentication required: get a token from the realm".to_owned(),
+            challenge: challenge(&state, None),
+        });
+    }
+    Ok(Json(serde_json::json!({})).into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct TokenAnswer {
+    token: String,
+    access_token: String,
+    expires_in: u64,
+    issued_at: String,
+}
+
+/// `GET /v2/token?service=…&scope=repository:<name>:pull[,push]`: a
+/// short-lived API token for the caller (at most the scope of the
+/// credentials presented, `Read` unless a push is asked for and allowed),
+/// or the anonymous token for a caller without credentials.
+async fn token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Response, OciError> {
+    let now = state.queue.now();
+    let issued_at = chrono::DateTime::from_timestamp_millis(now.unix_millis())
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let Some(user_id) = caller.viewer.user_id() else {
+        let answer = TokenAnswer {
+            token: ANONYMOUS_TOKEN.to_owned(),
+            access_token: ANONYMOUS_TOKEN.to_owned(),
+            expires_in: REGISTRY_TOKEN_LIFETIME.as_secs(),
+            issued_at,
+        };
+        return Ok(Json(answer).into_response());
+    };
+    let wants_push = query
+        .iter()
+        .filter(|(key, _)| key == "scope")
+        .filter_map(|(_, scope)| scope.rsplit_once(':'))
+        .any(|(_, actions)| actions.split(',').any(|a| a == "push" || a == "*"));
+    let scope = if wants_push && caller.viewer.allows(TokenScope::Push) {
+        TokenScope::Push
+    } else if caller.viewer.allows(TokenScope::Read) {
+        TokenScope::Read
+    } else {
+        return Err(OciError::Denied(
+            "these credentials may not read images".to_owned(),
+        ));
+    };
+    let mut random = [0u8; 32];
+    getrandom::getrandom(&mut random).map_err(OciError::Random)?;
+    let secret = format!("sifr_{}", hex::encode(random));
+    // Expired registry tokens are worthless: they go as new ones come.
+    state
+        .db
+        .delete_expired_tokens_named(user_id, REGISTRY_TOKEN_NAME, now)
+        .await?;
+    state
+        .db
+        .insert_token(
+            &NewToken {
+                token_hash: hash_token(&secret),
+                user_id: Some(user_id),
+                name: REGISTRY_TOKEN_NAME.to_owned(),
+                scope,
+                expires_at: Some(now.plus(REGISTRY_TOKEN_LIFETIME)),
+            },
+            now,
+        )
+        .await?;
+    let answer = TokenAnswer {
+        token: secret.clone(),
+        access_token: secret,
+        expires_in: REGISTRY_TOKEN_LIFETIME.as_secs(),
+        issued_at,
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
+}
+
+/// What a path under `/v2/` asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Manifest { name: &'a str, reference: &'a str },
+    Blob { name: &'a str, digest: &'a str },
+    Upload,
+    Tags { name: &'a str },
+}
+
+/// Splits `<name>/manifests/<ref>`, `<name>/blobs/<digest>`,
+/// `<name>/blobs/uploads/…` and `<name>/tags/list`, reading from the end
+/// so a container may itself be called `manifests` or `blobs`.
+fn route(path: &str) -> Option<Route<'_>> {
+    if let Some(name) = path.strip_suffix("/tags/list") {
+        return Some(Route::Tags { name });
+    }
+    if path.contains("/blobs/uploads") {
+        return Some(Route::Upload);
+    }
+    let (front, last) = path.rsplit_once('/')?;
+    let (name, kind) = front.rsplit_once('/')?;
+    match kind {
+        "manifests" => Some(Route::Manifest {
+            name,
+            reference: last,
+        }),
+        "blobs" => Some(Route::Blob { name, digest: last }),
+        _ => None,
+    }
+}
+
+async fn dispatch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(path): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Response, OciError> {
+    let route = route(&path).ok_or_else(|| OciError::NameInvalid(format!("no route {path}")))?;
+    let read = method == Method::GET || method == Method::HEAD;
+    match route {
+        Route::Manifest { .. } | Route::Blob { .. } | Route::Tags { .. } if !read => Err(
+            OciError::Unsupported(format!("{method} is not supported: this hub serves pulls")),
+        ),
+        Route::Upload => Err(OciError::Unsupported(
+            "blob uploads are not supported: this hub serves pulls".to_owned(),
+        )),
+        Route::Manifest { name, reference } => {
+            let target = resolve(&state, &caller, name).await?;
+            manifest(&state, &target, reference, &method).await
+        }
+        Route::Blob { name, digest } => {
+            let target = resolve(&state, &caller, name).await?;
+            blob(&state, &target, digest, &method, &headers).await
+        }
+        Route::Tags { name } => {
+            let target = resolve(&state, &caller, name).await?;
+            tags(&state, &target, &query).await
+        }
+    }
+}
+
+/// A readable container and the name it was asked by.
+struct Target {
+    name: String,
+    repository: Repository,
+    container: Container,
+}
+
+/// The container `name` names, when the caller may read it.
+async fn resolve(state: &AppState, caller: &Caller, name: &str) -> Result<Target, OciError> {
+    let parts: Vec<&str> = name.split('/').collect();
+    let (owner, repo, container) = match parts.as_slice() {
+        [owner, repo] if !owner.is_empty() && !repo.is_empty() => (*owner, *repo, *repo),
+        [owner, repo, container]
+            if !owner.is_empty() && !repo.is_empty() && !container.is_empty() =>
+        {
+            (*owner, *repo, *container)
+        }
+        _ => {
+            return Err(OciError::NameInvalid(format!(
+                "repository name {name:?} is not <owner>/<repo>[/<container>]"
+            )))
+        }
+    };
+    match state
+        .db
+        .readable_container(&caller.viewer, owner, repo, container)
+        .await?
+    {
+        Some((repository, container)) => Ok(Target {
+            name: name.to_owned(),
+            repository,
+            container,
+        }),
+        // The anonymous are asked to sign in, whether the repository is
+        // private or missing: the answer tells nothing about which.
+        None if caller.viewer.user_id().is_none() => Err(OciError::Unauthorized {
+            message: format!("authentication required for repository {name}"),
+            challenge: challenge(state, Some(&format!("repository:{name}:pull"))),
+        }),
+        None => Err(OciError::NameUnknown(name.to_owned())),
+    }
+}
+
+/// An OCI descriptor, its fields in the order go-containerregistry (and
+/// so apptainer) writes them.
+#[derive(Serialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType")]
+    media_type: &'static str,
+    size: u64,
+    digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'static str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<&'static str, String>,
+}
+
+#[derive(Serialize)]
+struct ImageManifest {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: &'static str,
+    config: Descriptor,
+    layers: [Descriptor; 1],
+    annotations: BTreeMap<&'static str, String>,
+}
+
+/// The manifest bytes for `image` under `container:tag`: the same bytes
+/// for the same arguments, always.
+fn manifest_bytes(container: &str, tag: &str, image: &Image) -> Vec<u8> {
+    let created = chrono::DateTime::from_timestamp_millis(image.created_at.unix_millis())
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: MANIFEST_MEDIA_TYPE,
+        config: Descriptor {
+            media_type: CONFIG_MEDIA_TYPE,
+            size: EMPTY_CONFIG.len() as u64,
+            digest: EMPTY_CONFIG_DIGEST.to_owned(),
+            // base64 of `{}`, inline as apptainer writes it.
+            data: Some("e30="),
+            annotations: BTreeMap::new(),
+        },
+        layers: [Descriptor {
+            media_type: LAYER_MEDIA_TYPE,
+            size: u64::try_from(image.size).unwrap_or_default(),
+            digest: image.digest.clone(),
+            data: None,
+            annotations: BTreeMap::from([(
+                "org.opencontainers.image.title",
+                format!("{}_{}.sif", safe_filename(container), safe_filename(tag)),
+            )]),
+        }],
+        annotations: BTreeMap::from([("org.opencontainers.image.created", created)]),
+    };
+    // Serializing plain structs and maps of strings cannot fail.
+    serde_json::to_vec(&manifest).unwrap_or_default()
+}
+
+fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Checks `sha256:<64 lowercase hex>`; returns the hex.
+fn digest_hex(digest: &str) -> Result<&str, OciError> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|hex| {
+            hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+        .ok_or_else(|| {
+            OciError::DigestInvalid(format!("digest {digest:?} is not sha256:<64 hex digits>"))
+        })
+}
+
+/// `GET`/`HEAD /v2/<name>/manifests/<tag or digest>`.
+async fn manifest(
+    state: &AppState,
+    target: &Target,
+    reference: &str,
+    method: &Method,
+) -> Result<Response, OciError> {
+    let container = &target.container;
+    let unknown = || OciError::ManifestUnknown(format!("{}:{reference}", target.name));
+    let (bytes, by_digest) = if reference.contains(':') {
+        digest_hex(reference)?;
+        // A manifest digest names a tag and an image: find the pair among
+        // what the container's tags have named.
+        let pairs = state
+            .db
+            .container_tagged_images(container.id, MANIFEST_HISTORY_LIMIT)
+            .await?;
+        let bytes = pairs
+            .iter()
+            .map(|pair| manifest_bytes(&container.name, &pair.tag, &pair.image))
+            .find(|bytes| sha256_digest(bytes) == reference)
+            .ok_or_else(unknown)?;
+        (bytes, true)
+    } else {
+        let image_id = state
+            .db
+            .find_tag(container.id, reference)
+            .await?
+            .and_then(|tag| tag.image_id)
+            .ok_or_else(unknown)?;
+        let image = state.db.find_image(image_id).await?.ok_or_else(unknown)?;
+        (manifest_bytes(&container.name, reference, &image), false)
+    };
+    let digest = sha256_digest(&bytes);
+    let cache_control = match (target.repository.private, by_digest) {
+        (true, _) => "private, no-cache",
+        (false, true) => "public, max-age=31536000, immutable",
+        // A tag moves on rebuild.
+        (false, false) => "no-cache",
+    };
+    let length = bytes.len();
+    let body = if *method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
+        .header(header::CONTENT_LENGTH, length)
+        .header("Docker-Content-Digest", &digest)
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header(header::CACHE_CONTROL, cache_control)
+        .body(body)?)
+}
+
+/// `GET`/`HEAD /v2/<name>/blobs/<digest>`: the empty config, or the SIF
+/// of an image the container's tags name or have named (ranges and S3
+/// redirects as for downloads).
+async fn blob(
+    state: &AppState,
+    target: &Target,
+    digest: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, OciError> {
+    let hex = digest_hex(digest)?;
+    if digest == EMPTY_CONFIG_DIGEST {
+        let body = if *method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from(EMPTY_CONFIG)
+        };
+        return Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, EMPTY_CONFIG.len())
+            .header("Docker-Content-Digest", digest)
+            .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
+            .body(body)?);
+    }
+    let found = state
+        .db
+        .find_container_image_by_digest(target.container.id, digest, None)
+        .await?
+        .ok_or_else(|| OciError::BlobUnknown(format!("{}@{digest}", target.name)))?;
+    let download = Download {
+        key: StorageKey::image(hex)?,
+        filename: format!(
+            "{}_{}.sif",
+            safe_filename(&target.container.name),
+            safe_filename(&found.tag)
+        ),
+        cache_control: if target.repository.private {
+            "private, max-age=31536000, immutable"
+        } else {
+            "public, max-age=31536000, immutable"
+        },
+    };
+    let mut response = download.respond(state, method, headers).await?;
+    if let Ok(value) = HeaderValue::from_str(digest) {
+        response.headers_mut().insert("Docker-Content-Digest", value);
+    }
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct TagList<'a> {
+    name: &'a str,
+    tags: Vec<String>,
+}
+
+/// `GET /v2/<name>/tags/list[?n=N][&last=TAG]`: tags in byte order, `n`
+/// at a time after `last`, with a `Link` to the next page when cut.
+async fn tags(
+    state: &AppState,
+    target: &Target,
+    query: &BTreeMap<String, String>,
+) -> Result<Response, OciError> {
+    let limit = match query.get("n") {
+        None => None,
+        Some(n) => Some(n.parse::<usize>().map_err(|_| {
+            OciError::PaginationInvalid(format!("n={n:?} is not a number of tags"))
+        })?),
+    };
+    let last = query.get("last");
+    let mut names: Vec<String> = state
+        .db
+        .container_tag_names(target.container.id)
+        .await?
+        .into_iter()
+        .filter(|name| last.is_none_or(|last| name > last))
+        .collect();
+    let mut next = None;
+    if let Some(limit) = limit {
+        if names.len() > limit {
+            names.truncate(limit);
+            next = names.last().map(|last| {
+                format!(
+                    "</v2/{}/tags/list?n={limit}&last={}>; rel=\"next\"",
+                    target.name,
+                    percent_encode(last)
+                )
+            });
+        }
+    }
+    let mut response = Json(TagList {
+        name: &target.name,
+        tags: names,
+    })
+    .into_response();
+    if let Some(link) = next.and_then(|link| HeaderValue::from_str(&link).ok()) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
+}
+
+/// Escapes everything but unreserved characters, for a query value.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_from_the_end() {
+        assert_eq!(
+            route("alice/tools/manifests/latest"),
+            Some(Route::Manifest {
+                name: "alice/tools",
+                reference: "latest"
+            })
+        );
+        assert_eq!(
+            route("alice/tools/manifests/manifests/sha256:ab"),
+            Some(Route::Manifest {
+                name: "alice/tools/manifests",
+                reference: "sha256:ab"
+            })
+        );
+        assert_eq!(
+            route("alice/tools/samtools/blobs/sha256:ab"),
+            Some(Route::Blob {
+                name: "alice/tools/samtools",
+                digest: "sha256:ab"
+            })
+        );
+        assert_eq!(
+            route("alice/tools/tags/list"),
+            Some(Route::Tags {
+                name: "alice/tools"
+            })
+        );
+        assert_eq!(route("alice/tools/blobs/uploads/"), Some(Route::Upload));
+        assert_eq!(route("alice/tools/other/x"), None);
+        assert_eq!(route("x"), None);
+    }
+
+    #[test]
+    fn the_empty_config_digest_is_that_of_its_bytes() {
+        assert_eq!(sha256_digest(EMPTY_CONFIG), EMPTY_CONFIG_DIGEST);
+    }
+
+    #[test]
+    fn manifests_are_shaped_as_apptainer_writes_them() {
+        let image = Image {
+            id: 1,
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 4096,
+            sif_metadata: serde_json::json!({}),
+            repository_id: None,
+            commit_sha: None,
+            recipe_path: None,
+            base_image_digest: None,
+            builder_version: None,
+            pushed: false,
+            created_at: crate::db::Timestamp::from_unix_millis(1_700_000_000_000),
+        };
+        let bytes = manifest_bytes("tools", "v1", &image);
+        assert_eq!(bytes, manifest_bytes("tools", "v1", &image));
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            format!(
+                concat!(
+                    r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","#,
+                    r#""config":{{"mediaType":"application/vnd.sylabs.sif.config.v1+json","size":2,"#,
+                    r#""digest":"{}","data":"e30="}},"#,
+                    r#""layers":[{{"mediaType":"application/vnd.sylabs.sif.layer.v1.sif","size":4096,"#,
+                    r#""digest":"sha256:{}","annotations":{{"org.opencontainers.image.title":"tools_v1.sif"}}}}],"#,
+                    r#""annotations":{{"org.opencontainers.image.created":"2023-11-14T22:13:20Z"}}}}"#
+                ),
+                EMPTY_CONFIG_DIGEST,
+                "ab".repeat(32)
+            )
+        );
+        assert_ne!(
+            manifest_bytes("tools", "v2", &image),
+            manifest_bytes("tools", "v1", &image)
+        );
+    }
+
+    #[test]
+    fn digests_must_be_sha256_hex() {
+        assert!(digest_hex(&format!("sha256:{}", "0f".repeat(32))).is_ok());
+        assert!(digest_hex(&format!("sha256:{}", "0F".repeat(32))).is_err());
+        assert!(digest_hex("sha256:abc").is_err());
+        assert!(digest_hex(&format!("sha512:{}", "0f".repeat(32))).is_err());
+    }
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(percent_encode("v1.0_a-b~"), "v1.0_a-b~");
+        assert_eq!(percent_encode("a b&c"), "a%20b%26c");
+    }
+}

@@ -35,7 +35,11 @@ fn skopeo(args: &[&str]) -> Output {
     // No stray credentials or policy from the machine: accept anything,
     // with an empty auth file.
     let policy = dir.path().join("policy.json");
-    std::fs::write(&policy, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+    std::fs::write(
+        &policy,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
     let auth = dir.path().join("auth.json");
     std::fs::write(&auth, "{}").unwrap();
     let mut command = Command::new(skopeo);
@@ -177,7 +181,12 @@ async fn skopeo_pulls_sif_manifests_and_layers_from_public_containers() {
     let samtools_1 = pseudo_random_bytes(90_000, 12);
     let samtools_2 = pseudo_random_bytes(95_000, 13);
     let root_hex = hub
-        .publish(("alice", "tools", false), "Singularity", ("tools", "latest"), &root)
+        .publish(
+            ("alice", "tools", false),
+            "Singularity",
+            ("tools", "latest"),
+            &root,
+        )
         .await;
     let s1_hex = hub
         .publish(
@@ -199,11 +208,19 @@ async fn skopeo_pulls_sif_manifests_and_layers_from_public_containers() {
 
     // skopeo: manifests of the sub-folder and the root container.
     let out = inspect_raw(&hub, "alice/tools/samtools:1.2", None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_sif_manifest(&manifest, &s1_hex, samtools_1.len(), "samtools_1.2.sif");
     let out = inspect_raw(&hub, "alice/tools:latest", None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_sif_manifest(&manifest, &root_hex, root.len(), "tools_latest.sif");
 
@@ -261,7 +278,10 @@ async fn skopeo_pulls_sif_manifests_and_layers_from_public_containers() {
     )
     .await;
     assert_eq!((status, body.as_slice()), (200, b"{}".as_slice()));
-    assert_eq!(header(&headers, "docker-content-digest"), EMPTY_CONFIG_DIGEST);
+    assert_eq!(
+        header(&headers, "docker-content-digest"),
+        EMPTY_CONFIG_DIGEST
+    );
     let (status, headers, body) = http(
         reqwest::Method::GET,
         &format!("{blobs}/sha256:{s1_hex}"),
@@ -278,8 +298,12 @@ async fn skopeo_pulls_sif_manifests_and_layers_from_public_containers() {
         header(&headers, "docker-content-digest"),
         format!("sha256:{s1_hex}")
     );
-    let (status, headers, body) =
-        http(reqwest::Method::HEAD, &format!("{blobs}/sha256:{s1_hex}"), &[]).await;
+    let (status, headers, body) = http(
+        reqwest::Method::HEAD,
+        &format!("{blobs}/sha256:{s1_hex}"),
+        &[],
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(body.is_empty());
     assert_eq!(
@@ -314,7 +338,12 @@ async fn skopeo_pulls_sif_manifests_and_layers_from_public_containers() {
         json!({"name": "alice/tools/samtools", "tags": ["2.0"]})
     );
     assert!(headers.get("link").is_none(), "{headers:?}");
-    let (_, _, body) = http(reqwest::Method::GET, &format!("{v2}/alice/tools/tags/list"), &[]).await;
+    let (_, _, body) = http(
+        reqwest::Method::GET,
+        &format!("{v2}/alice/tools/tags/list"),
+        &[],
+    )
+    .await;
     assert_eq!(
         serde_json::from_slice::<Value>(&body).unwrap(),
         json!({"name": "alice/tools", "tags": ["latest"]})
@@ -330,17 +359,23 @@ async fn skopeo_pulls_sif_manifests_and_layers_from_public_containers() {
     assert_error(status, &body, 404, "MANIFEST_UNKNOWN");
     let (status, _, body) = http(
         reqwest::Method::GET,
-        &format!("{v2}/alice/tools/samtools/manifests/sha256:{}", "0".repeat(64)),
+        &format!(
+            "{v2}/alice/tools/samtools/manifests/sha256:{}",
+            "0".repeat(64)
+        ),
         &[],
     )
     .await;
     assert_error(status, &body, 404, "MANIFEST_UNKNOWN");
     // Another container's image is no blob of this one.
-    let (status, _, body) =
-        http(reqwest::Method::GET, &format!("{blobs}/sha256:{root_hex}"), &[]).await;
+    let (status, _, body) = http(
+        reqwest::Method::GET,
+        &format!("{blobs}/sha256:{root_hex}"),
+        &[],
+    )
+    .await;
     assert_error(status, &body, 404, "BLOB_UNKNOWN");
-    let (status, _, body) =
-        http(reqwest::Method::GET, &format!("{blobs}/sha256:abc"), &[]).await;
+    let (status, _, body) = http(reqwest::Method::GET, &format!("{blobs}/sha256:abc"), &[]).await;
     assert_error(status, &body, 400, "DIGEST_INVALID");
     let (status, _, body) = http(
         reqwest::Method::HEAD,
@@ -388,7 +423,12 @@ async fn a_private_repository_needs_the_token_dance() {
     let hub = SeededHub::start().await;
     let bytes = pseudo_random_bytes(100_000, 21);
     let hex = hub
-        .publish(("carol", "secret", true), "Singularity", ("secret", "v1"), &bytes)
+        .publish(
+            ("carol", "secret", true),
+            "Singularity",
+            ("secret", "v1"),
+            &bytes,
+        )
         .await;
     let owner = hub.user_token("carol", TokenScope::Read, None).await;
     let stranger = hub.user_token("dave", TokenScope::Read, None).await;
@@ -410,11 +450,18 @@ async fn a_private_repository_needs_the_token_dance() {
     // With the owner's API token as the password: the manifest and the SIF.
     let creds = format!("carol:{owner}");
     let out = inspect_raw(&hub, "carol/secret:v1", Some(&creds));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_sif_manifest(&manifest, &hex, bytes.len(), "secret_v1.sif");
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(copy_layer(&hub, "carol/secret:v1", Some(&creds), dir.path()), bytes);
+    assert_eq!(
+        copy_layer(&hub, "carol/secret:v1", Some(&creds), dir.path()),
+        bytes
+    );
 
     // The token endpoint by hand: a short-lived read token, stored as an
     // API token that expires, which opens the manifest as a Bearer.
@@ -425,7 +472,10 @@ async fn a_private_repository_needs_the_token_dance() {
     let before = Timestamp::now();
     let (status, _, body) = http(
         reqwest::Method::GET,
-        &format!("{v2}/token?service={}&scope=repository:carol/secret:pull", hub.host()),
+        &format!(
+            "{v2}/token?service={}&scope=repository:carol/secret:pull",
+            hub.host()
+        ),
         &[("Authorization", &basic)],
     )
     .await;
@@ -443,7 +493,12 @@ async fn a_private_repository_needs_the_token_dance() {
         .unwrap();
     assert_eq!(row.scope, TokenScope::Read);
     let expires = row.expires_at.unwrap().unix_millis();
-    assert!(expires <= Timestamp::now().plus(Duration::from_secs(300)).unix_millis());
+    assert!(
+        expires
+            <= Timestamp::now()
+                .plus(Duration::from_secs(300))
+                .unix_millis()
+    );
     assert!(expires >= before.plus(Duration::from_secs(299)).unix_millis());
     let manifest_url = format!("{v2}/carol/secret/manifests/v1");
     let (status, _, _) = http(
@@ -547,8 +602,14 @@ async fn container_lookups_on_both_backends() {
             )
             .await
             .unwrap();
-        let container = db.upsert_container(repository.id, "tools", now).await.unwrap();
-        let other = db.upsert_container(repository.id, "other", now).await.unwrap();
+        let container = db
+            .upsert_container(repository.id, "tools", now)
+            .await
+            .unwrap();
+        let other = db
+            .upsert_container(repository.id, "other", now)
+            .await
+            .unwrap();
         let mut images = Vec::new();
         for seed in 0..3u8 {
             let stored = db
@@ -567,9 +628,15 @@ async fn container_lookups_on_both_backends() {
         }
         // latest: image 0 then image 1; v1: image 0; other:x image 2.
         let t = |ms| now.plus(Duration::from_millis(ms));
-        db.set_tag(container.id, "latest", images[0].id, t(1)).await.unwrap();
-        db.set_tag(container.id, "v1", images[0].id, t(2)).await.unwrap();
-        db.set_tag(container.id, "latest", images[1].id, t(3)).await.unwrap();
+        db.set_tag(container.id, "latest", images[0].id, t(1))
+            .await
+            .unwrap();
+        db.set_tag(container.id, "v1", images[0].id, t(2))
+            .await
+            .unwrap();
+        db.set_tag(container.id, "latest", images[1].id, t(3))
+            .await
+            .unwrap();
         db.set_tag(other.id, "x", images[2].id, t(4)).await.unwrap();
         db.upsert_tag(container.id, "empty", t(5)).await.unwrap();
 
@@ -579,7 +646,11 @@ async fn container_lookups_on_both_backends() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((found.tag.as_str(), found.image.id), ("v1", images[0].id), "{backend}");
+        assert_eq!(
+            (found.tag.as_str(), found.image.id),
+            ("v1", images[0].id),
+            "{backend}"
+        );
         let found = db
             .find_container_image_by_digest(container.id, &images[0].digest, Some("latest"))
             .await
@@ -613,7 +684,13 @@ async fn container_lookups_on_both_backends() {
             ],
             "{backend}"
         );
-        assert_eq!(db.container_tagged_images(container.id, 1).await.unwrap().len(), 1);
+        assert_eq!(
+            db.container_tagged_images(container.id, 1)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(
             db.container_tag_names(container.id).await.unwrap(),
             ["latest", "v1"],
@@ -634,8 +711,16 @@ async fn container_lookups_on_both_backends() {
             .await
             .unwrap();
         for (hash, name, expires) in [
-            ("a", "oci registry token", Some(now.minus(Duration::from_secs(1)))),
-            ("b", "oci registry token", Some(now.plus(Duration::from_secs(60)))),
+            (
+                "a",
+                "oci registry token",
+                Some(now.minus(Duration::from_secs(1))),
+            ),
+            (
+                "b",
+                "oci registry token",
+                Some(now.plus(Duration::from_secs(60))),
+            ),
             ("c", "laptop", Some(now.minus(Duration::from_secs(1)))),
             ("d", "oci registry token", None),
         ] {

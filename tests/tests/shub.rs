@@ -19,7 +19,8 @@ use seeded_hub::SeededHub;
 
 /// `(status, JSON body)` of `GET <hub>/api/container/<reference>`.
 async fn shub(hub: &SeededHub, reference: &str, token: Option<&str>) -> (u16, Value) {
-    let mut request = reqwest::Client::new().get(format!("{}/api/container/{reference}", hub.url()));
+    let mut request =
+        reqwest::Client::new().get(format!("{}/api/container/{reference}", hub.url()));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -75,7 +76,12 @@ async fn shub_answers_for_root_and_sub_folder_containers_by_tag_and_digest() {
     let root_v1 = pseudo_random_bytes(200_000, 1);
     let sub = pseudo_random_bytes(150_000, 2);
     let root_hex = hub
-        .publish(("alice", "tools", false), "Singularity", ("tools", "latest"), &root_v1)
+        .publish(
+            ("alice", "tools", false),
+            "Singularity",
+            ("tools", "latest"),
+            &root_v1,
+        )
         .await;
     let sub_hex = hub
         .publish(
@@ -123,7 +129,12 @@ async fn shub_answers_for_root_and_sub_folder_containers_by_tag_and_digest() {
     // still resolves, through the tag's history.
     let root_v2 = pseudo_random_bytes(210_000, 3);
     let root_v2_hex = hub
-        .publish(("alice", "tools", false), "Singularity", ("tools", "latest"), &root_v2)
+        .publish(
+            ("alice", "tools", false),
+            "Singularity",
+            ("tools", "latest"),
+            &root_v2,
+        )
         .await;
     let (_, moved) = shub(&hub, "alice/tools", None).await;
     assert_eq!(moved, expected(&hub, "alice/tools", "latest", &root_v2_hex));
@@ -158,7 +169,12 @@ async fn a_private_collection_answers_only_with_a_token_that_may_read_it() {
     let hub = SeededHub::start().await;
     let bytes = pseudo_random_bytes(120_000, 7);
     let hex = hub
-        .publish(("carol", "secret", true), "Singularity", ("secret", "latest"), &bytes)
+        .publish(
+            ("carol", "secret", true),
+            "Singularity",
+            ("secret", "latest"),
+            &bytes,
+        )
         .await;
     let owner = hub.user_token("carol", TokenScope::Read, None).await;
     let stranger = hub.user_token("dave", TokenScope::Admin, None).await;

@@ -200,11 +200,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = OciError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OciError> {
-        let authorization = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok());
+        let authorization = parts.headers.get(header::AUTHORIZATION);
+        let has_authorization = authorization.is_some();
         if authorization
+            .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .is_some_and(|token| token.trim() == ANONYMOUS_TOKEN)
         {
@@ -223,7 +222,7 @@ impl FromRequestParts<AppState> for Caller {
                 AccessError::Database(e) => OciError::Database(e),
             })?;
         Ok(Caller {
-            bare: authorization.is_none() && viewer.user_id().is_none(),
+            bare: !has_authorization && viewer.user_id().is_none(),
             viewer,
         })
     }
@@ -490,10 +489,7 @@ fn digest_hex(digest: &str) -> Result<&str, OciError> {
     digest
         .strip_prefix("sha256:")
         .filter(|hex| {
-            hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         })
         .ok_or_else(|| {
             OciError::DigestInvalid(format!("digest {digest:?} is not sha256:<64 hex digits>"))
@@ -599,7 +595,9 @@ async fn blob(
     };
     let mut response = download.respond(state, method, headers).await?;
     if let Ok(value) = HeaderValue::from_str(digest) {
-        response.headers_mut().insert("Docker-Content-Digest", value);
+        response
+            .headers_mut()
+            .insert("Docker-Content-Digest", value);
     }
     Ok(response)
 }

@@ -234,7 +234,11 @@ mod tests {
     fn references_name_root_and_sub_folder_containers() {
         let root = parse_reference("alice/tools").unwrap();
         assert_eq!(
-            (root.owner.as_str(), root.repo.as_str(), root.container.as_str()),
+            (
+                root.owner.as_str(),
+                root.repo.as_str(),
+                root.container.as_str()
+            ),
             ("alice", "tools", "tools")
         );
         assert_eq!(root.name, "alice/tools");
@@ -254,7 +258,14 @@ mod tests {
         assert_eq!(both.tag.as_deref(), Some("v1"));
         assert_eq!(both.digest, Some(format!("sha256:{hex}")));
 
-        for bad in ["alice", "alice/", "/tools", "a/b/c/d", "alice/tools:", "a//b"] {
+        for bad in [
+            "alice",
+            "alice/",
+            "/tools",
+            "a/b/c/d",
+            "alice/tools:",
+            "a//b",
+        ] {
             assert!(parse_reference(bad).is_err(), "{bad}");
         }
     }

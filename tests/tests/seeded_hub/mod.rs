@@ -158,7 +158,12 @@ impl SeededHub {
             .send()
             .await
             .unwrap();
-        assert_eq!(completed.status(), 200, "{}", completed.text().await.unwrap());
+        assert_eq!(
+            completed.status(),
+            200,
+            "{}",
+            completed.text().await.unwrap()
+        );
         hex
     }
 
@@ -183,11 +188,9 @@ impl SeededHub {
                 .db
                 .upsert_user(
                     &NewUser {
-                        github_id: i64::from(u32::from_str_radix(
-                            &sha256_hex(login.as_bytes())[..8],
-                            16,
-                        )
-                        .unwrap()),
+                        github_id: i64::from(
+                            u32::from_str_radix(&sha256_hex(login.as_bytes())[..8], 16).unwrap(),
+                        ),
                         login: login.to_owned(),
                         name: None,
                         avatar_url: None,

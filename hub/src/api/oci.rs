@@ -216,7 +216,7 @@ impl FromRequestParts<AppState> for Caller {
             .await
             .map_err(|e| match e {
                 AccessError::Unauthorized(why) => OciError::Unauthorized {
-                    message: why,
+                    message: why.to_owned(),
                     challenge: challenge(state, None),
                 },
                 AccessError::Database(e) => OciError::Database(e),

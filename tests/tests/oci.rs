@@ -4,9 +4,12 @@
 //! apptainer's `push oras://` writes them, by tag and by digest, for root
 //! and sub-folder containers; `skopeo copy` giving the SIF byte for byte
 //! as the layer; blob ranges; tag lists with pagination; `HEAD`; the
-//! distribution spec's error bodies; and the token flow for a private
-//! repository (skopeo `--creds`). The lookups behind it run on SQLite and
-//! PostgreSQL.
+//! distribution spec's error bodies; the token flow for a private
+//! repository (skopeo `--creds`); and pushes with a push token (skopeo
+//! copying a SIF layout as apptainer's `push oras://` writes it, a chunked
+//! upload by hand, refusals of wrong digests, missing layers, read-only
+//! and foreign tokens, leaving nothing behind). The lookups behind it run
+//! on SQLite and PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -384,13 +387,26 @@ async fn skopeo_pulls_sif_manifests_and_layers_from_public_containers() {
     )
     .await;
     assert_eq!((status, body.len()), (404, 0));
+    // Deletes are not offered; pushes without credentials get the challenge.
     let (status, _, body) = http(
+        reqwest::Method::DELETE,
+        &format!("{v2}/alice/tools/samtools/manifests/1.2"),
+        &[],
+    )
+    .await;
+    assert_error(status, &body, 405, "UNSUPPORTED");
+    let (status, headers, body) = http(
         reqwest::Method::POST,
         &format!("{v2}/alice/tools/samtools/blobs/uploads/"),
         &[],
     )
     .await;
-    assert_error(status, &body, 405, "UNSUPPORTED");
+    assert_error(status, &body, 401, "UNAUTHORIZED");
+    assert!(
+        header(&headers, "www-authenticate")
+            .ends_with(",scope=\"repository:alice/tools/samtools:pull,push\""),
+        "{headers:?}"
+    );
 
     // The ping: a challenge without credentials (clients learn the token
     // realm from it), 200 with the anonymous token.
@@ -579,6 +595,334 @@ async fn a_private_repository_needs_the_token_dance() {
         .await;
         assert_error(status, &body, 401, "UNAUTHORIZED");
     }
+}
+
+/// Writes an OCI layout in `dir` holding, as `ref_name`, the SIF
+/// manifest apptainer's `push oras://` makes for `sif` (file `title`).
+fn write_sif_layout(dir: &Path, sif: &[u8], title: &str, ref_name: &str) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let hex = sha256_hex(sif);
+    std::fs::write(blobs.join(&hex), sif).unwrap();
+    std::fs::write(
+        blobs.join(EMPTY_CONFIG_DIGEST.trim_start_matches("sha256:")),
+        "{}",
+    )
+    .unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.sylabs.sif.config.v1+json",
+            "size": 2,
+            "digest": EMPTY_CONFIG_DIGEST,
+            "data": "e30=",
+        },
+        "layers": [{
+            "mediaType": "application/vnd.sylabs.sif.layer.v1.sif",
+            "size": sif.len(),
+            "digest": format!("sha256:{hex}"),
+            "annotations": {"org.opencontainers.image.title": title},
+        }],
+        "annotations": {"org.opencontainers.image.created": "2026-01-02T03:04:05Z"},
+    }))
+    .unwrap();
+    let manifest_hex = sha256_hex(&manifest);
+    std::fs::write(blobs.join(&manifest_hex), &manifest).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{manifest_hex}"),
+                "size": manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": ref_name},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// `skopeo copy` of the layout in `dir` to `docker://HOST/<reference>`.
+fn push_layout(hub: &SeededHub, dir: &Path, reference: &str, creds: Option<&str>) -> Output {
+    let source = format!("oci:{}:v1", dir.display());
+    let destination = format!("docker://{}/{reference}", hub.host());
+    let mut args = vec!["copy", "--dest-tls-verify=false"];
+    if let Some(creds) = creds {
+        args.extend(["--dest-creds", creds]);
+    }
+    args.extend([source.as_str(), destination.as_str()]);
+    skopeo(&args)
+}
+
+#[tokio::test]
+async fn a_push_token_pushes_sif_images_whole_and_in_chunks() {
+    let hub = SeededHub::start().await;
+    let built = pseudo_random_bytes(50_000, 30);
+    hub.publish(
+        ("alice", "tools", false),
+        "Singularity",
+        ("tools", "latest"),
+        &built,
+    )
+    .await;
+    let pusher = hub.user_token("alice", TokenScope::Push, None).await;
+    let reader = hub.user_token("alice", TokenScope::Read, None).await;
+    let stranger = hub.user_token("dave", TokenScope::Push, None).await;
+    let storage = sifhub::storage::Storage::open(&format!(
+        "file://{}",
+        hub.hub.data_dir().join("storage").display()
+    ))
+    .unwrap();
+    let stored = |hex: String| {
+        let storage = storage.clone();
+        async move {
+            storage
+                .head(&sifhub::storage::StorageKey::image(&hex).unwrap())
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+
+    // skopeo pushes a SIF layout as apptainer's `push oras://` writes it.
+    let sif = pseudo_random_bytes(150_000, 31);
+    let hex = sha256_hex(&sif);
+    let layout = tempfile::tempdir().unwrap();
+    write_sif_layout(layout.path(), &sif, "mine.sif", "v1");
+    for (creds, refusal) in [
+        (None, "authentication required"),
+        (Some(format!("alice:{reader}")), "may not push"),
+        (Some(format!("dave:{stranger}")), "may not push"),
+    ] {
+        let out = push_layout(
+            &hub,
+            layout.path(),
+            "alice/tools/pushed:v1",
+            creds.as_deref(),
+        );
+        assert!(!out.status.success(), "{creds:?} pushed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(refusal), "{creds:?}: {stderr}");
+    }
+    assert!(
+        !stored(hex.clone()).await,
+        "a refused push stored its layer"
+    );
+    let out = push_layout(
+        &hub,
+        layout.path(),
+        "alice/tools/pushed:v1",
+        Some(&format!("alice:{pusher}")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // It pulls back as the hub's SIF manifest, the layer byte for byte,
+    // and is recorded as pushed.
+    let out = inspect_raw(&hub, "alice/tools/pushed:v1", None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_sif_manifest(&manifest, &hex, sif.len(), "pushed_v1.sif");
+    let pulled = tempfile::tempdir().unwrap();
+    assert_eq!(
+        copy_layer(&hub, "alice/tools/pushed:v1", None, pulled.path()),
+        sif
+    );
+    let image = hub
+        .db
+        .find_image_by_digest(&format!("sha256:{hex}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(image.pushed);
+    assert_eq!(image.commit_sha, None);
+
+    // By hand: a chunked upload, then the manifest.
+    let v2 = format!("{}/v2", hub.url());
+    let auth = format!("Bearer {pusher}");
+    let chunked = pseudo_random_bytes(70_001, 32);
+    let chunked_hex = sha256_hex(&chunked);
+    let client = reqwest::Client::new();
+    let started = client
+        .post(format!("{v2}/alice/tools/chunked/blobs/uploads/"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = header(started.headers(), "location").to_owned();
+    let mut sent = 0;
+    for part in chunked.chunks(30_000) {
+        let patched = client
+            .patch(format!("{}{location}", hub.url()))
+            .header("Authorization", &auth)
+            .body(part.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patched.status(), 202);
+        sent += part.len();
+        assert_eq!(
+            header(patched.headers(), "range"),
+            format!("0-{}", sent - 1)
+        );
+    }
+    let finished = client
+        .put(format!(
+            "{}{location}?digest=sha256:{chunked_hex}",
+            hub.url()
+        ))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), 201);
+    assert_eq!(
+        header(finished.headers(), "docker-content-digest"),
+        format!("sha256:{chunked_hex}")
+    );
+    let sif_manifest = |digest: &str, size: usize, layers: usize| {
+        let layer = json!({
+            "mediaType": "application/vnd.sylabs.sif.layer.v1.sif",
+            "size": size,
+            "digest": digest,
+        });
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.sylabs.sif.config.v1+json",
+                "size": 2,
+                "digest": EMPTY_CONFIG_DIGEST,
+            },
+            "layers": vec![layer; layers],
+        }))
+        .unwrap()
+    };
+    let put = client
+        .put(format!("{v2}/alice/tools/chunked/manifests/c1"))
+        .header("Authorization", &auth)
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(sif_manifest(
+            &format!("sha256:{chunked_hex}"),
+            chunked.len(),
+            1,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let pushed_digest = header(put.headers(), "docker-content-digest").to_owned();
+    let (status, headers, _) = http(
+        reqwest::Method::GET,
+        &format!("{v2}/alice/tools/chunked/manifests/c1"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "docker-content-digest"), pushed_digest);
+    let (status, _, body) = http(
+        reqwest::Method::GET,
+        &format!("{v2}/alice/tools/chunked/blobs/sha256:{chunked_hex}"),
+        &[],
+    )
+    .await;
+    assert_eq!((status, body == chunked), (200, true));
+
+    // A whole blob in one POST.
+    let whole = pseudo_random_bytes(20_000, 34);
+    let posted = client
+        .post(format!(
+            "{v2}/alice/tools/chunked/blobs/uploads/?digest=sha256:{}",
+            sha256_hex(&whole)
+        ))
+        .header("Authorization", &auth)
+        .body(whole.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    assert!(stored(sha256_hex(&whole)).await);
+
+    // Bytes that do not match their digest are refused and kept nowhere.
+    let wrong = pseudo_random_bytes(10_000, 33);
+    let (status, _, body) = http(
+        reqwest::Method::POST,
+        &format!(
+            "{v2}/alice/tools/chunked/blobs/uploads/?digest=sha256:{}",
+            sha256_hex(b"something else")
+        ),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let refused = client
+        .post(format!(
+            "{v2}/alice/tools/chunked/blobs/uploads/?digest=sha256:{}",
+            sha256_hex(b"something else")
+        ))
+        .header("Authorization", &auth)
+        .body(wrong.clone())
+        .send()
+        .await
+        .unwrap();
+    let status = refused.status().as_u16();
+    assert_error(
+        status,
+        &refused.bytes().await.unwrap(),
+        400,
+        "DIGEST_INVALID",
+    );
+    assert!(!stored(sha256_hex(&wrong)).await);
+    assert!(!stored(sha256_hex(b"something else")).await);
+    let leftovers: Vec<_> = std::fs::read_dir(hub.hub.data_dir().join("oci-uploads"))
+        .unwrap()
+        .collect();
+    assert!(leftovers.is_empty(), "uploads left behind: {leftovers:?}");
+
+    // Manifests naming missing layers, or not one SIF layer, are refused.
+    for (manifest, code) in [
+        (
+            sif_manifest(&format!("sha256:{}", "0".repeat(64)), 5, 1),
+            "MANIFEST_BLOB_UNKNOWN",
+        ),
+        (
+            sif_manifest(&format!("sha256:{chunked_hex}"), chunked.len() + 1, 1),
+            "MANIFEST_BLOB_UNKNOWN",
+        ),
+        (
+            sif_manifest(&format!("sha256:{chunked_hex}"), chunked.len(), 2),
+            "MANIFEST_INVALID",
+        ),
+    ] {
+        let refused = client
+            .put(format!("{v2}/alice/tools/chunked/manifests/c2"))
+            .header("Authorization", &auth)
+            .body(manifest)
+            .send()
+            .await
+            .unwrap();
+        let status = refused.status().as_u16();
+        assert_error(status, &refused.bytes().await.unwrap(), 400, code);
+    }
+    let (status, _, body) = http(
+        reqwest::Method::GET,
+        &format!("{v2}/alice/tools/chunked/manifests/c2"),
+        &[],
+    )
+    .await;
+    assert_error(status, &body, 404, "MANIFEST_UNKNOWN");
 }
 
 /// The container lookups and registry-token upkeep, on both backends.

@@ -1,4 +1,5 @@
-//! OCI distribution (pull side) for `oras://` and other OCI clients.
+//! OCI distribution for `oras://` and other OCI clients: pulls, and
+//! pushes of SIF images with a token that may write the repository.
 //!
 //! A container is the repository name `<owner>/<repo>/<container>`, and
 //! `<owner>/<repo>` names the root container. Each of its tags is an OCI
@@ -18,6 +19,14 @@
 //! the anonymous token, which reads what anyone may read. A private
 //! container is, for the anonymous, a 401 challenge, exactly as a missing
 //! one is; for a signed-in caller who may not read it, `NAME_UNKNOWN`.
+//!
+//! Pushes (`POST`/`PATCH`/`PUT` blob uploads, monolithic or chunked, then
+//! `PUT` of a manifest by tag) need write permission on the repository,
+//! which must exist (collections are GitHub repositories). Chunks gather
+//! in a file under the data folder; the finished blob goes to storage
+//! only when it matches its digest. The manifest must be a SIF manifest
+//! (one SIF layer, already uploaded); it records a pushed image and moves
+//! the tag, and pulls then serve the hub's own manifest for it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,14 +38,18 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
+use futures_util::TryStreamExt as _;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::access::{AccessError, Viewer};
 use crate::api::download::{safe_filename, Download, DownloadError};
-use crate::db::{hash_token, Container, DbError, Image, NewToken, Repository, TokenScope};
+use crate::db::{
+    hash_token, Container, DbError, Image, NewImage, NewToken, Permission, Repository, TokenScope,
+};
 use crate::serve::AppState;
-use crate::storage::{StorageError, StorageKey};
+use crate::storage::{Expected, StorageError, StorageKey};
 
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.sylabs.sif.config.v1+json";
@@ -53,6 +66,13 @@ pub const ANONYMOUS_TOKEN: &str = "anonymous";
 const REGISTRY_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 /// The name of registry tokens in their owner's token list.
 pub const REGISTRY_TOKEN_NAME: &str = "oci registry token";
+/// The layer media type of SIF pushes from Singularity before 3.7 (typo
+/// included), which apptainer still pulls.
+const LAYER_MEDIA_TYPE_PROTO: &str = "appliciation/vnd.sylabs.sif.layer.tar";
+/// Where blob uploads gather, under the data folder.
+const UPLOADS_DIR: &str = "oci-uploads";
+/// The largest manifest a push may send.
+const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 /// How many tag moves of a container a manifest digest is looked for in.
 const MANIFEST_HISTORY_LIMIT: i64 = 1000;
 
@@ -77,6 +97,22 @@ pub enum OciError {
     PaginationInvalid(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("{0}")]
+    ManifestBlobUnknown(String),
+    #[error("{0}")]
+    TagInvalid(String),
+    #[error("upload {0} not found")]
+    UploadUnknown(String),
+    #[error("{0}")]
+    UploadInvalid(String),
+    #[error("cannot keep upload {path}")]
+    UploadFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Database(#[from] DbError),
     #[error(transparent)]
@@ -123,7 +159,13 @@ impl IntoResponse for OciError {
                 (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID")
             }
             OciError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
-            OciError::Database(_)
+            OciError::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+            OciError::ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+            OciError::TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+            OciError::UploadUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+            OciError::UploadInvalid(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            OciError::UploadFile { .. }
+            | OciError::Database(_)
             | OciError::Storage(_)
             | OciError::Random(_)
             | OciError::Response(_) => {
@@ -320,21 +362,26 @@ async fn token(
 enum Route<'a> {
     Manifest { name: &'a str, reference: &'a str },
     Blob { name: &'a str, digest: &'a str },
-    Upload,
+    UploadStart { name: &'a str },
+    Upload { name: &'a str, id: &'a str },
     Tags { name: &'a str },
 }
 
 /// Splits `<name>/manifests/<ref>`, `<name>/blobs/<digest>`,
-/// `<name>/blobs/uploads/…` and `<name>/tags/list`, reading from the end
-/// so a container may itself be called `manifests` or `blobs`.
+/// `<name>/blobs/uploads/[<id>]` and `<name>/tags/list`, reading from the
+/// end so a container may itself be called `manifests` or `blobs`.
 fn route(path: &str) -> Option<Route<'_>> {
     if let Some(name) = path.strip_suffix("/tags/list") {
         return Some(Route::Tags { name });
     }
-    if path.contains("/blobs/uploads") {
-        return Some(Route::Upload);
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    if let Some(name) = trimmed.strip_suffix("/blobs/uploads") {
+        return Some(Route::UploadStart { name });
     }
-    let (front, last) = path.rsplit_once('/')?;
+    let (front, last) = trimmed.rsplit_once('/')?;
+    if let Some(name) = front.strip_suffix("/blobs/uploads") {
+        return Some(Route::Upload { name, id: last });
+    }
     let (name, kind) = front.rsplit_once('/')?;
     match kind {
         "manifests" => Some(Route::Manifest {
@@ -346,6 +393,7 @@ fn route(path: &str) -> Option<Route<'_>> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // axum extractors, one per piece of the request
 async fn dispatch(
     State(state): State<AppState>,
     caller: Caller,
@@ -353,28 +401,55 @@ async fn dispatch(
     method: Method,
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
+    body: Body,
 ) -> Result<Response, OciError> {
     let route = route(&path).ok_or_else(|| OciError::NameInvalid(format!("no route {path}")))?;
     let read = method == Method::GET || method == Method::HEAD;
     match route {
-        Route::Manifest { .. } | Route::Blob { .. } | Route::Tags { .. } if !read => Err(
-            OciError::Unsupported(format!("{method} is not supported: this hub serves pulls")),
-        ),
-        Route::Upload => Err(OciError::Unsupported(
-            "blob uploads are not supported: this hub serves pulls".to_owned(),
-        )),
-        Route::Manifest { name, reference } => {
+        Route::Manifest { name, reference } if read => {
             let target = resolve(&state, &caller, name).await?;
             manifest(&state, &target, reference, &method).await
         }
-        Route::Blob { name, digest } => {
+        Route::Blob { name, digest } if read => {
             let target = resolve(&state, &caller, name).await?;
             blob(&state, &target, digest, &method, &headers).await
         }
-        Route::Tags { name } => {
+        Route::Tags { name } if read => {
             let target = resolve(&state, &caller, name).await?;
             tags(&state, &target, &query).await
         }
+        Route::Manifest { name, reference } if method == Method::PUT => {
+            let target = writable(&state, &caller, name).await?;
+            let bytes = axum::body::to_bytes(body, MAX_MANIFEST_SIZE)
+                .await
+                .map_err(|e| OciError::ManifestInvalid(format!("cannot read the manifest: {e}")))?;
+            put_manifest(&state, &target, reference, &bytes).await
+        }
+        Route::UploadStart { name } if method == Method::POST => {
+            let target = writable(&state, &caller, name).await?;
+            start_upload(&state, &target, query.get("digest"), body).await
+        }
+        Route::Upload { name, id } if method == Method::PATCH || method == Method::PUT => {
+            let target = writable(&state, &caller, name).await?;
+            let path = upload_path(&state, id)?;
+            let size = append(&path, body).await?;
+            if method == Method::PATCH {
+                return upload_accepted(&target.name, id, size);
+            }
+            let digest = query
+                .get("digest")
+                .ok_or_else(|| OciError::DigestInvalid("PUT needs ?digest=".to_owned()))?;
+            finish_upload(&state, &target.name, &path, digest).await
+        }
+        Route::Upload { name, id } if method == Method::DELETE => {
+            writable(&state, &caller, name).await?;
+            let path = upload_path(&state, id)?;
+            remove_upload(&path).await;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(OciError::Unsupported(format!(
+            "{method} is not supported on {path}"
+        ))),
     }
 }
 
@@ -385,22 +460,26 @@ struct Target {
     container: Container,
 }
 
-/// The container `name` names, when the caller may read it.
-async fn resolve(state: &AppState, caller: &Caller, name: &str) -> Result<Target, OciError> {
+/// `(owner, repo, container)` of `<owner>/<repo>[/<container>]`; the
+/// root container is named after the repository.
+fn split_name(name: &str) -> Result<(&str, &str, &str), OciError> {
     let parts: Vec<&str> = name.split('/').collect();
-    let (owner, repo, container) = match parts.as_slice() {
-        [owner, repo] if !owner.is_empty() && !repo.is_empty() => (*owner, *repo, *repo),
+    match parts.as_slice() {
+        [owner, repo] if !owner.is_empty() && !repo.is_empty() => Ok((*owner, *repo, *repo)),
         [owner, repo, container]
             if !owner.is_empty() && !repo.is_empty() && !container.is_empty() =>
         {
-            (*owner, *repo, *container)
+            Ok((*owner, *repo, *container))
         }
-        _ => {
-            return Err(OciError::NameInvalid(format!(
-                "repository name {name:?} is not <owner>/<repo>[/<container>]"
-            )))
-        }
-    };
+        _ => Err(OciError::NameInvalid(format!(
+            "repository name {name:?} is not <owner>/<repo>[/<container>]"
+        ))),
+    }
+}
+
+/// The container `name` names, when the caller may read it.
+async fn resolve(state: &AppState, caller: &Caller, name: &str) -> Result<Target, OciError> {
+    let (owner, repo, container) = split_name(name)?;
     match state
         .db
         .readable_container(&caller.viewer, owner, repo, container)
@@ -602,6 +681,311 @@ async fn blob(
     Ok(response)
 }
 
+/// Where a push goes: a repository the caller may write, and the
+/// container (perhaps new) in it.
+struct PushTarget {
+    name: String,
+    repository: Repository,
+    container: String,
+}
+
+/// The push target `name` names, when the caller may write it.
+async fn writable(state: &AppState, caller: &Caller, name: &str) -> Result<PushTarget, OciError> {
+    let (owner, repo, container) = split_name(name)?;
+    let repository = state.db.find_repository(owner, repo).await?;
+    let permission = match &repository {
+        Some(repository) => state.db.permission(&caller.viewer, repository).await?,
+        None => None,
+    };
+    match (repository, permission) {
+        (Some(repository), Some(permission)) if permission >= Permission::Write => Ok(PushTarget {
+            name: name.to_owned(),
+            repository,
+            container: container.to_owned(),
+        }),
+        _ if caller.viewer.user_id().is_none() => Err(OciError::Unauthorized {
+            message: format!("authentication required to push to {name}"),
+            challenge: challenge(state, Some(&format!("repository:{name}:pull,push"))),
+        }),
+        (Some(_), Some(_)) => Err(OciError::Denied(format!(
+            "these credentials may not push to {name}"
+        ))),
+        _ => Err(OciError::NameUnknown(name.to_owned())),
+    }
+}
+
+/// The file upload `id` gathers in; only ids this hub hands out (32 hex
+/// digits) name one, so no id reaches outside the folder.
+fn upload_path(state: &AppState, id: &str) -> Result<std::path::PathBuf, OciError> {
+    if id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(state.config.data_dir.join(UPLOADS_DIR).join(id))
+    } else {
+        Err(OciError::UploadUnknown(id.to_owned()))
+    }
+}
+
+/// Appends the request body to the upload's file; returns its size. A
+/// body cut short drops the whole upload: nothing half-sent lingers.
+async fn append(path: &std::path::Path, body: Body) -> Result<u64, OciError> {
+    let file_error = |source| OciError::UploadFile {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = match tokio::fs::OpenOptions::new().append(true).open(path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(OciError::UploadUnknown(
+                path.file_name()
+                    .map(|id| id.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ))
+        }
+        Err(e) => return Err(file_error(e)),
+    };
+    let mut stream = body.into_data_stream();
+    loop {
+        match stream.try_next().await {
+            Ok(Some(chunk)) => file.write_all(&chunk).await.map_err(file_error)?,
+            Ok(None) => break,
+            Err(e) => {
+                drop(file);
+                remove_upload(path).await;
+                return Err(OciError::UploadInvalid(format!(
+                    "the upload body was cut short: {e}"
+                )));
+            }
+        }
+    }
+    file.flush().await.map_err(file_error)?;
+    let size = file.metadata().await.map_err(file_error)?.len();
+    Ok(size)
+}
+
+async fn remove_upload(path: &std::path::Path) {
+    if let Err(e) = tokio::fs::remove_file(path).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove upload {}: {e}", path.display());
+        }
+    }
+}
+
+/// 202 for an upload going on: where to send the rest, and what came.
+fn upload_accepted(name: &str, id: &str, size: u64) -> Result<Response, OciError> {
+    Ok(Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header(header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}"))
+        .header(header::RANGE, format!("0-{}", size.saturating_sub(1)))
+        .header("Docker-Upload-UUID", id)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())?)
+}
+
+/// `POST /v2/<name>/blobs/uploads/[?digest=…]`: a whole blob in one
+/// request when the digest is given, else a new upload for the chunks.
+async fn start_upload(
+    state: &AppState,
+    target: &PushTarget,
+    digest: Option<&String>,
+    body: Body,
+) -> Result<Response, OciError> {
+    let folder = state.config.data_dir.join(UPLOADS_DIR);
+    tokio::fs::create_dir_all(&folder)
+        .await
+        .map_err(|source| OciError::UploadFile {
+            path: folder.clone(),
+            source,
+        })?;
+    let mut random = [0u8; 16];
+    getrandom::getrandom(&mut random).map_err(OciError::Random)?;
+    let id = hex::encode(random);
+    let path = upload_path(state, &id)?;
+    tokio::fs::File::create_new(&path)
+        .await
+        .map_err(|source| OciError::UploadFile {
+            path: path.clone(),
+            source,
+        })?;
+    let size = append(&path, body).await?;
+    match digest {
+        Some(digest) => finish_upload(state, &target.name, &path, digest).await,
+        None => upload_accepted(&target.name, &id, size),
+    }
+}
+
+/// Publishes the upload at `path` as blob `digest` if its bytes have that
+/// digest; the upload is gone afterwards either way.
+async fn finish_upload(
+    state: &AppState,
+    name: &str,
+    path: &std::path::Path,
+    digest: &str,
+) -> Result<Response, OciError> {
+    let published = publish_blob(state, path, digest).await;
+    remove_upload(path).await;
+    published?;
+    Ok(Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, format!("/v2/{name}/blobs/{digest}"))
+        .header("Docker-Content-Digest", digest)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())?)
+}
+
+async fn publish_blob(
+    state: &AppState,
+    path: &std::path::Path,
+    digest: &str,
+) -> Result<(), OciError> {
+    let hex = digest_hex(digest)?;
+    if digest == EMPTY_CONFIG_DIGEST {
+        // The SIF config is always `{}`; it is served without being stored.
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| OciError::UploadFile {
+                path: path.to_owned(),
+                source,
+            })?;
+        return if bytes == EMPTY_CONFIG {
+            Ok(())
+        } else {
+            Err(OciError::DigestInvalid(format!(
+                "the upload does not have digest {digest}"
+            )))
+        };
+    }
+    let expected = Expected {
+        sha256_hex: Some(hex.to_owned()),
+        size: None,
+    };
+    match state
+        .storage
+        .put_file(&StorageKey::image(hex)?, path, expected)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e @ (StorageError::DigestMismatch { .. } | StorageError::SizeMismatch { .. })) => {
+            Err(OciError::DigestInvalid(crate::error_chain(&e)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `tag` is an OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn valid_tag(tag: &str) -> bool {
+    let mut bytes = tag.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag.len() <= 128
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The one SIF layer of a pushed manifest: `(digest, size)`.
+fn sif_layer(bytes: &[u8]) -> Result<(String, u64), OciError> {
+    let invalid = |why: &str| OciError::ManifestInvalid(format!("not a SIF image manifest: {why}"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(&format!("bad JSON ({e})")))?;
+    if manifest["schemaVersion"] != 2 {
+        return Err(invalid("schemaVersion is not 2"));
+    }
+    if let Some(media_type) = manifest.get("mediaType") {
+        if media_type != MANIFEST_MEDIA_TYPE {
+            return Err(invalid(&format!("media type {media_type}")));
+        }
+    }
+    let layers = manifest["layers"]
+        .as_array()
+        .ok_or_else(|| invalid("no layers"))?;
+    let [layer] = layers.as_slice() else {
+        return Err(invalid(&format!("{} layers, not one", layers.len())));
+    };
+    let media_type = layer["mediaType"].as_str().unwrap_or_default();
+    if media_type != LAYER_MEDIA_TYPE && media_type != LAYER_MEDIA_TYPE_PROTO {
+        return Err(invalid(&format!("layer media type {media_type:?}")));
+    }
+    let digest = layer["digest"]
+        .as_str()
+        .ok_or_else(|| invalid("layer without digest"))?;
+    digest_hex(digest)?;
+    let size = layer["size"]
+        .as_u64()
+        .ok_or_else(|| invalid("layer without size"))?;
+    Ok((digest.to_owned(), size))
+}
+
+/// `PUT /v2/<name>/manifests/<tag>`: records the pushed SIF as an image
+/// (marked pushed) and points the tag at it.
+async fn put_manifest(
+    state: &AppState,
+    target: &PushTarget,
+    reference: &str,
+    bytes: &[u8],
+) -> Result<Response, OciError> {
+    if !valid_tag(reference) {
+        return Err(OciError::TagInvalid(format!(
+            "{reference:?} is not a tag: push by tag"
+        )));
+    }
+    let (digest, size) = sif_layer(bytes)?;
+    let key = StorageKey::image(digest_hex(&digest)?)?;
+    match state.storage.head(&key).await? {
+        Some(object) if object.size == size => {}
+        _ => {
+            return Err(OciError::ManifestBlobUnknown(format!(
+                "layer {digest} of {size} bytes was not uploaded"
+            )))
+        }
+    }
+    let now = state.queue.now();
+    let image = state
+        .db
+        .insert_image(
+            &NewImage {
+                digest: digest.clone(),
+                size,
+                sif_metadata: serde_json::json!({}),
+                repository_id: Some(target.repository.id),
+                pushed: true,
+                ..NewImage::default()
+            },
+            now,
+        )
+        .await?
+        .image;
+    let container = state
+        .db
+        .upsert_container(target.repository.id, &target.container, now)
+        .await?;
+    match state
+        .db
+        .set_tag(container.id, reference, image.id, now)
+        .await
+    {
+        Ok(_) => {}
+        Err(DbError::TagFrozen { .. }) => {
+            return Err(OciError::Denied(format!(
+                "tag {}:{reference} is frozen",
+                target.name
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(
+        "oci push: {}:{reference} is now {digest} ({size} bytes)",
+        target.name
+    );
+    let served = sha256_digest(&manifest_bytes(&container.name, reference, &image));
+    Ok(Response::builder()
+        .status(StatusCode::CREATED)
+        .header(
+            header::LOCATION,
+            format!("/v2/{}/manifests/{served}", target.name),
+        )
+        .header("Docker-Content-Digest", served)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())?)
+}
+
 #[derive(Serialize)]
 struct TagList<'a> {
     name: &'a str,
@@ -700,7 +1084,19 @@ mod tests {
                 name: "alice/tools"
             })
         );
-        assert_eq!(route("alice/tools/blobs/uploads/"), Some(Route::Upload));
+        assert_eq!(
+            route("alice/tools/blobs/uploads/"),
+            Some(Route::UploadStart {
+                name: "alice/tools"
+            })
+        );
+        assert_eq!(
+            route("alice/tools/s/blobs/uploads/0a1b"),
+            Some(Route::Upload {
+                name: "alice/tools/s",
+                id: "0a1b"
+            })
+        );
         assert_eq!(route("alice/tools/other/x"), None);
         assert_eq!(route("x"), None);
     }
@@ -754,6 +1150,51 @@ mod tests {
         assert!(digest_hex(&format!("sha256:{}", "0F".repeat(32))).is_err());
         assert!(digest_hex("sha256:abc").is_err());
         assert!(digest_hex(&format!("sha512:{}", "0f".repeat(32))).is_err());
+    }
+
+    #[test]
+    fn tags_follow_the_oci_grammar() {
+        assert!(valid_tag("latest") && valid_tag("_v1.2-rc") && valid_tag(&"a".repeat(128)));
+        assert!(
+            !valid_tag("") && !valid_tag(".v1") && !valid_tag("a/b") && !valid_tag("sha256:ab")
+        );
+        assert!(!valid_tag(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn pushed_manifests_must_carry_one_sif_layer() {
+        let hex = "ab".repeat(32);
+        let layer = |media_type: &str| serde_json::json!({"mediaType": media_type, "size": 7, "digest": format!("sha256:{hex}")});
+        let manifest = |layers: serde_json::Value| {
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "config": {"mediaType": CONFIG_MEDIA_TYPE, "size": 2, "digest": EMPTY_CONFIG_DIGEST},
+                "layers": layers,
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            sif_layer(&manifest(serde_json::json!([layer(LAYER_MEDIA_TYPE)]))).unwrap(),
+            (format!("sha256:{hex}"), 7)
+        );
+        assert!(sif_layer(&manifest(serde_json::json!([layer(
+            LAYER_MEDIA_TYPE_PROTO
+        )])))
+        .is_ok());
+        for bad in [
+            manifest(serde_json::json!([])),
+            manifest(serde_json::json!([
+                layer(LAYER_MEDIA_TYPE),
+                layer(LAYER_MEDIA_TYPE)
+            ])),
+            manifest(serde_json::json!([layer(
+                "application/vnd.oci.image.layer.v1.tar"
+            )])),
+            b"{".to_vec(),
+        ] {
+            assert!(matches!(sif_layer(&bad), Err(OciError::ManifestInvalid(_))));
+        }
     }
 
     #[test]

@@ -423,6 +423,9 @@ async fn skopeo_pulls_sif_manifests_and_layers_from_public_containers() {
     let (status, _, body) = http(reqwest::Method::GET, &format!("{v2}/token"), &[]).await;
     assert_eq!(status, 200);
     let anonymous: Value = serde_json::from_slice(&body).unwrap();
+    // No OAuth2 form: a 404 sends go-containerregistry back to the GET.
+    let (status, _, _) = http(reqwest::Method::POST, &format!("{v2}/token"), &[]).await;
+    assert_eq!(status, 404);
     let bearer = format!("Bearer {}", anonymous["token"].as_str().unwrap());
     assert_eq!(anonymous["access_token"], anonymous["token"]);
     let (status, _, body) = http(

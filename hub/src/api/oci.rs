@@ -60,7 +60,7 @@ const EMPTY_CONFIG_DIGEST: &str =
     "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 /// What the token endpoint hands a client without credentials: it names
 /// nobody and reads only what anyone may read, so it is no secret.
-pub const ANONYMOUS_TOKEN: &str = "anonymous";
+const ANONYMOUS_TOKEN: &str = "anonymous";
 /// How long a token from the token endpoint lives: clients ask again
 /// when it runs out, so a leaked one is soon worthless.
 const REGISTRY_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
@@ -200,7 +200,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2", get(ping))
         .route("/v2/", get(ping))
-        .route("/v2/token", get(token))
+        // The OAuth2 form (POST) is not offered: its 404 tells
+        // go-containerregistry to fall back to the GET every client speaks.
+        .route(
+            "/v2/token",
+            get(token).post(|| async { StatusCode::NOT_FOUND }),
+        )
         .route("/v2/{*path}", any(dispatch))
         .layer(axum::middleware::map_response(
             |mut response: Response| async move {

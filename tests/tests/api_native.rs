@@ -8,9 +8,10 @@
 //! operation in it is called here with each status it documents, and
 //! answers only statuses it documents.
 //!
-//! And download rate limits: a client over the limit gets 429 with
-//! `Retry-After`, another address or a token is unaffected, the bucket
-//! refills, and `X-Forwarded-For` counts only from a trusted proxy.
+//! And download rate limits (`/download/…` and OCI image blobs): a client
+//! over the limit gets 429 with `Retry-After`, another address or a token
+//! is unaffected, the bucket refills, and `X-Forwarded-For` counts only
+//! from a trusted proxy.
 //!
 //! Needs the Debian packages postgresql and python3-venv, and
 //! openapi-spec-validator in the tests' venv (scripts/install-deps.sh test).
@@ -1162,6 +1163,28 @@ async fn downloads_are_rate_limited_per_client() {
             "{body}"
         );
     }
+    // The OCI API's image blobs take from the same allowance; its config
+    // blob (not an image) does not.
+    let blob = format!("{}/v2/alice/analysis/blobs/{digest}", hub.url());
+    let response = first.get(&blob).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS", "{body}");
+    let config = format!(
+        "{}/v2/alice/analysis/blobs/sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+        hub.url()
+    );
+    assert_eq!(first.get(&config).send().await.unwrap().status(), 200);
+    // The bucket refills at one a second (60 a minute): after a second
+    // and a bit, one or two more (what was left under one, plus one).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut refilled = 0;
+    while head(&first, &by_tag, None, None).await.status() == 200 {
+        refilled += 1;
+        assert!(refilled <= 2, "more than a second's refill");
+    }
+    assert!(refilled >= 1, "nothing refilled after a second");
     // Another address and a token have their own buckets.
     assert_eq!(
         head(&client_from("127.0.0.2"), &by_tag, None, None)
@@ -1196,14 +1219,5 @@ async fn downloads_are_rate_limited_per_client() {
             .status(),
         200
     );
-    // The bucket refills at one a second (60 a minute): after a second
-    // and a bit, one or two more (what was left under one, plus one).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut refilled = 0;
-    while head(&first, &by_tag, None, None).await.status() == 200 {
-        refilled += 1;
-        assert!(refilled <= 2, "more than a second's refill");
-    }
-    assert!(refilled >= 1, "nothing refilled after a second");
     drop(hub);
 }

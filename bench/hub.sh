@@ -45,7 +45,8 @@ pids+=($!)
 
 port=$(free_port)
 export SIFHUB_DATA_DIR=$work/data SIFHUB_LISTEN=127.0.0.1:$port SIFHUB_WORKER_SLOTS=0 \
-  SIFHUB_LOG=warn SIFHUB_GITHUB_API_URL=http://127.0.0.1:$gh_port
+  SIFHUB_LOG=warn SIFHUB_GITHUB_API_URL=http://127.0.0.1:$gh_port \
+  SIFHUB_DOWNLOAD_RATE_PER_MINUTE=0  # throughput, not the rate limit, is measured
 mkdir -p "$SIFHUB_DATA_DIR"
 secret=$("$bin" admin repo add bench/analysis --branch main | awk '$1 == "Secret:" {print $2}')
 "$bin" serve >"$work/serve.log" 2>&1 &

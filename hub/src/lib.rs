@@ -1,6 +1,7 @@
 //! The sifhub hub: configuration, the HTTP server and the command line.
 //! Build logic lives in `sifhub-builder`, HTML in `sifhub-web`.
 
+pub mod actions;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -9,6 +10,8 @@ pub mod github;
 pub mod queue;
 pub mod serve;
 pub mod storage;
+pub mod web_auth;
+pub mod web_controls;
 pub mod web_model;
 pub mod worker;
 

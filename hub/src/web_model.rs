@@ -349,7 +349,7 @@ impl ReadModel for WebModel {
     async fn build(&self, visitor: &Visitor, id: i64) -> Result<Option<BuildView>, ModelError> {
         let detail = self
             .db
-            .visible_build(&viewer_of(visitor), id)
+            .readable_build(&viewer_of(visitor), id)
             .await
             .map_err(ModelError::read("build"))?;
         Ok(detail.map(|d| BuildView {
@@ -367,7 +367,7 @@ impl ReadModel for WebModel {
     async fn build_log(&self, visitor: &Visitor, id: i64) -> Result<Option<String>, ModelError> {
         let Some(detail) = self
             .db
-            .visible_build(&viewer_of(visitor), id)
+            .readable_build(&viewer_of(visitor), id)
             .await
             .map_err(ModelError::read("build"))?
         else {
@@ -398,7 +398,7 @@ impl ReadModel for WebModel {
     ) -> Result<Option<LogTail>, ModelError> {
         let Some(detail) = self
             .db
-            .visible_build(&viewer_of(visitor), id)
+            .readable_build(&viewer_of(visitor), id)
             .await
             .map_err(ModelError::read("build"))?
         else {

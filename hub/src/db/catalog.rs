@@ -194,16 +194,6 @@ impl Db {
         .map_err(DbError::query("find user by github id"))
     }
 
-    pub async fn find_user_by_id(&self, id: i64) -> Result<Option<User>, DbError> {
-        with_pool!(self, |pool| {
-            sqlx::query_as("SELECT * FROM users WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await
-        })
-        .map_err(DbError::query("find user"))
-    }
-
     /// Records an installation (again: a reinstall clears `deleted_at`).
     pub async fn upsert_installation(
         &self,

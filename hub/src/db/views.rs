@@ -5,8 +5,7 @@
 //! bounded (LIMIT/OFFSET or a fixed count) and walks an index: the catalog
 //! `repositories_owner_name`, builds `builds_recipe`.
 
-use super::access::visible_sql;
-use super::{with_pool, Db, DbError};
+use super::{visibility_binds, visible_sql, with_pool, Db, DbError};
 use crate::access::Viewer;
 
 /// A collection as the catalog lists it.
@@ -250,13 +249,14 @@ impl Db {
             CatalogOrder::Updated => CATALOG_BY_UPDATED,
         };
         let pattern = contains_pattern(search);
+        let (login, user_id) = visibility_binds(viewer);
         with_pool!(self, |pool| {
             sqlx::query_as(sql)
                 .bind(&pattern)
                 .bind(limit)
                 .bind(offset)
-                .bind(viewer.login().unwrap_or(""))
-                .bind(viewer.user_id().unwrap_or(-1))
+                .bind(&login)
+                .bind(user_id)
                 .fetch_all(pool)
                 .await
         })
@@ -393,33 +393,34 @@ impl Db {
         Ok(found.map(|(status,)| status))
     }
 
-    /// The build `id`, when `viewer` may see its repository.
-    pub async fn visible_build(
+    /// The build `id`, when `viewer` may read its repository.
+    pub async fn readable_build(
         &self,
         viewer: &Viewer,
         id: i64,
     ) -> Result<Option<BuildDetail>, DbError> {
+        let (login, user_id) = visibility_binds(viewer);
         with_pool!(self, |pool| {
             sqlx::query_as(concat!(
                 build_entry_sql!(
                     ", r.owner, r.name AS repo, rc.path AS recipe_path, b.trigger_kind, b.attempt,
-                       b.error, b.log_key, i.digest AS image_digest
-                     FROM builds b
-                     JOIN recipes rc ON rc.id = b.recipe_id
-                     JOIN containers c ON c.id = rc.container_id
-                     JOIN repositories r ON r.id = rc.repository_id
-                     LEFT JOIN images i ON i.id = b.image_id
-                     WHERE b.id = $1 AND "
+                   b.error, b.log_key, i.digest AS image_digest
+                 FROM builds b
+                 JOIN recipes rc ON rc.id = b.recipe_id
+                 JOIN containers c ON c.id = rc.container_id
+                 JOIN repositories r ON r.id = rc.repository_id
+                 LEFT JOIN images i ON i.id = b.image_id
+                 WHERE b.id = $1 AND "
                 ),
                 visible_sql!("r", "$2", "$3")
             ))
             .bind(id)
-            .bind(viewer.login().unwrap_or(""))
-            .bind(viewer.user_id().unwrap_or(-1))
+            .bind(&login)
+            .bind(user_id)
             .fetch_optional(pool)
             .await
         })
-        .map_err(DbError::query("find visible build"))
+        .map_err(DbError::query("find readable build"))
     }
 
     /// Builds `viewer` (login `$1`, user id `$2`) may see matching
@@ -431,14 +432,15 @@ impl Db {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<BuildListEntry>, DbError> {
+        let (login, user_id) = visibility_binds(viewer);
         with_pool!(self, |pool| {
             sqlx::query_as(concat!(
                 build_list_head!(),
                 visible_sql!("r", "$1", "$2"),
                 " ORDER BY b.id DESC LIMIT $5 OFFSET $6"
             ))
-            .bind(viewer.login().unwrap_or(""))
-            .bind(viewer.user_id().unwrap_or(-1))
+            .bind(&login)
+            .bind(user_id)
             .bind(filter.repository_id.unwrap_or(-1))
             .bind(filter.status.as_deref().unwrap_or(""))
             .bind(limit)

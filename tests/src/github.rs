@@ -289,6 +289,17 @@ impl GitHubStandIn {
         self.shared.lock().signed_in_user = Some(login.to_owned());
     }
 
+    /// An OAuth token of `login`, as the code exchange hands out after
+    /// they signed in.
+    pub fn user_token(&self, login: &str) -> String {
+        let token = format!("gho_{}", random_hex(18));
+        self.shared
+            .lock()
+            .user_tokens
+            .insert(token.clone(), login.to_owned());
+        token
+    }
+
     /// Gives `login` `permission` on `repo`.
     pub fn add_collaborator(&self, repo: &StandInRepo, login: &str, permission: RepoPermission) {
         self.shared

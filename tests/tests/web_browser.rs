@@ -106,8 +106,7 @@ impl ChromeDriver {
                 ],
             }),
         );
-        ClientBuilder::rustls()
-            .unwrap()
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&self.url)
             .await

@@ -420,6 +420,21 @@ async fn maintainer_and_researcher_in_a_browser() {
         .unwrap();
     assert!(text_of(&browser, "table").await.contains("latest"));
     screenshot(&browser, "06-container").await;
+    // On a phone's width the page still reads (no sideways page scroll).
+    browser.set_window_size(390, 844).await.unwrap();
+    let overflow = browser
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    screenshot(&browser, "06b-container-phone").await;
+    assert!(
+        overflow.as_i64().is_some_and(|px| px <= 0),
+        "the page scrolls sideways on a phone by {overflow}px"
+    );
+    browser.set_window_size(1280, 1000).await.unwrap();
     let href = browser
         .find(Locator::Css("#tag-latest a.button[download]"))
         .await

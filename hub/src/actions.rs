@@ -212,7 +212,8 @@ fn check_manageable(remote: &UserRepository) -> Result<(), ActionError> {
 /// Adds `remote` (granted by `installation`) to the hub, or takes it out
 /// of pause, and queues the first build of every recipe on its default
 /// branch through a repository scan (the scanner lists the tree and
-/// queues them, as for a repository's first push).
+/// queues them, as for a repository's first push); an empty repository
+/// builds at its first push.
 pub async fn enable_repository(
     state: &AppState,
     installation: &UserInstallation,
@@ -224,10 +225,19 @@ pub async fn enable_repository(
         name: remote.name.clone(),
         installation_id: Some(installation.id),
     };
-    let head = state
+    // An empty repository has no branch yet: nothing to build until its
+    // first push.
+    let head = match state
         .github
         .branch_head(&repo, &remote.default_branch)
-        .await?;
+        .await
+    {
+        Ok(head) => Some(head),
+        Err(GitHubError::Status {
+            status: 404 | 409, ..
+        }) => None,
+        Err(e) => return Err(e.into()),
+    };
     let now = state.queue.now();
     let mut tx = state.db.begin_write().await.map_err(query("begin"))?;
     let installation_row =
@@ -244,16 +254,21 @@ pub async fn enable_repository(
     let repository = grant_repository_in(&mut tx, installation_row.id, &granted, now)
         .await
         .map_err(query("add the repository"))?;
-    let scan = request_scan_in(
-        &mut tx,
-        repository.id,
-        &head,
-        &repository.default_branch,
-        None,
-        now,
-    )
-    .await
-    .map_err(query("request the repository scan"))?;
+    let scan = match &head {
+        Some(head) => Some(
+            request_scan_in(
+                &mut tx,
+                repository.id,
+                head,
+                &repository.default_branch,
+                None,
+                now,
+            )
+            .await
+            .map_err(query("request the repository scan"))?,
+        ),
+        None => None,
+    };
     tx.commit().await?;
     let repository = if repository.paused {
         let settings = RepositorySettings {
@@ -270,10 +285,17 @@ pub async fn enable_repository(
     } else {
         repository
     };
-    tracing::info!(
-        "{} enabled: scan {scan} of {head} queues its recipes",
-        repository.full_name()
-    );
+    match (scan, head) {
+        (Some(scan), Some(head)) => tracing::info!(
+            "{} enabled: scan {scan} of {head} queues its recipes",
+            repository.full_name()
+        ),
+        _ => tracing::info!(
+            "{} enabled: its branch {} has no commit yet",
+            repository.full_name(),
+            repository.default_branch
+        ),
+    }
     Ok(repository)
 }
 

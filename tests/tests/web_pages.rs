@@ -688,6 +688,83 @@ async fn signed_in_pages_controls_and_every_page_parse() {
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
 
+        // The connect page's buttons: disabling pauses, enabling unpauses
+        // and asks for a scan of the branch head; a repository GitHub does
+        // not show this user through the App cannot be enabled.
+        let (status, location, _) = hub
+            .post_as(
+                "/connect/corp/hidden/disable",
+                &session,
+                &format!("csrf={csrf}"),
+            )
+            .await;
+        assert_eq!(
+            (status, location.as_str()),
+            (StatusCode::SEE_OTHER, "/connect")
+        );
+        assert!(
+            db.find_repository("corp", "hidden")
+                .await
+                .unwrap()
+                .unwrap()
+                .paused
+        );
+        let (_, connect) = hub.get_as("/connect", Some(&session)).await;
+        assert!(
+            connect.contains("action=\"/connect/corp/hidden/enable\""),
+            "{connect}"
+        );
+        let (status, _, _) = hub
+            .post_as(
+                "/connect/corp/hidden/enable",
+                &session,
+                &format!("csrf={csrf}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(
+            !db.find_repository("corp", "hidden")
+                .await
+                .unwrap()
+                .unwrap()
+                .paused
+        );
+        let scans = db.pending_scans().await.unwrap();
+        assert!(
+            scans
+                .iter()
+                .any(|s| s.repository_id == repository.id && s.commit_sha == head),
+            "{scans:?}"
+        );
+        let (status, _, _) = hub
+            .post_as(
+                "/connect/corp/other/enable",
+                &session,
+                &format!("csrf={csrf}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(db.find_repository("corp", "other").await.unwrap().is_some());
+        let (status, _, _) = hub
+            .post_as(
+                "/connect/someone/else/enable",
+                &session,
+                &format!("csrf={csrf}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = hub
+            .post_as("/connect/corp/other/disable", &session, "csrf=wrong")
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            !db.find_repository("corp", "other")
+                .await
+                .unwrap()
+                .unwrap()
+                .paused
+        );
+
         // Signed out: the connect page sends the visitor to sign in, and
         // error pages parse too.
         let response = router(hub.state.clone())
@@ -712,5 +789,159 @@ async fn signed_in_pages_controls_and_every_page_parse() {
             .await
             .unwrap();
         assert_eq!(response.headers()["content-type"], "image/svg+xml");
+    }
+}
+
+/// The `name=value` of a `Set-Cookie` named `name` in `response`, and the
+/// whole header.
+fn set_cookie(response: &axum::response::Response, name: &str) -> Option<(String, String)> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|header| {
+            let pair = header.split(';').next().unwrap().to_owned();
+            (pair, header)
+        })
+}
+
+#[tokio::test]
+async fn signing_in_with_github_opens_a_session_with_memberships() {
+    for database in both_backends("web_sign_in") {
+        eprintln!("--- on {database:?}");
+        let standin = GitHubStandIn::start().await;
+        let installation = standin.create_installation("corp");
+        let hidden = standin.create_repo("corp", "hidden", true, Some(installation));
+        standin.add_collaborator(&hidden, "bob", sifhub_tests::github::RepoPermission::Pull);
+        let hub = Hub::with(&database.url, |config| {
+            config.github_api_url = standin.base_url();
+            config.github_web_url = standin.base_url();
+            config.github_client_id = Some(standin.oauth_client_id());
+            config.github_client_secret =
+                Some(sifhub::config::Secret::new(standin.oauth_client_secret()));
+        })
+        .await;
+        let repository = hub
+            .state
+            .db
+            .insert_repository(
+                &NewRepository {
+                    github_id: Some(hidden.id),
+                    owner: "corp".to_owned(),
+                    name: "hidden".to_owned(),
+                    default_branch: "main".to_owned(),
+                    installation_id: None,
+                    settings: RepositorySettings {
+                        private: true,
+                        ..RepositorySettings::default()
+                    },
+                },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap()
+            .id;
+        hub.tag_image(repository, "hidden", "latest", 0x33, json!({}))
+            .await;
+        let (status, _) = hub.get("/corp/hidden").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        standin.sign_in_as("bob");
+
+        // /login sends the browser to GitHub with a state kept in a cookie.
+        let login = router(hub.state.clone())
+            .oneshot(
+                Request::get("/login?next=/corp/hidden")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(login.status(), StatusCode::SEE_OTHER);
+        let authorize = login.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            authorize.starts_with(&format!("{}/login/oauth/authorize?", standin.base_url())),
+            "{authorize}"
+        );
+        let (state_pair, state_header) = set_cookie(&login, "sifhub_oauth_state").unwrap();
+        assert!(state_header.contains("HttpOnly") && state_header.contains("SameSite=Lax"));
+        // GitHub (the stand-in) sends it back with a code.
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let back = no_redirects.get(&authorize).send().await.unwrap();
+        assert_eq!(back.status(), 302);
+        let callback = back.headers()["location"].to_str().unwrap().to_owned();
+        let callback_path = callback.strip_prefix(PUBLIC_URL).unwrap().to_owned();
+
+        // Without the state cookie (another browser's sign-in), refused.
+        let (status, _) = hub.get(&callback_path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // With it: signed in, back where the visitor was going.
+        let signed_in = router(hub.state.clone())
+            .oneshot(
+                Request::get(&callback_path)
+                    .header("cookie", &state_pair)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+        assert_eq!(signed_in.headers()["location"], "/corp/hidden");
+        let (session_pair, session_header) = set_cookie(&signed_in, "sifhub_session").unwrap();
+        for flag in ["HttpOnly", "SameSite=Lax", "Path=/;", "Max-Age=2592000"] {
+            assert!(session_header.contains(flag), "{flag}: {session_header}");
+        }
+        // Behind http the cookie cannot be Secure; the public URL is http here.
+        assert!(!session_header.contains("Secure"), "{session_header}");
+        let secret = session_pair.trim_start_matches("sifhub_session=");
+        // The database keeps the secret's hash, not the secret.
+        assert!(hub
+            .state
+            .db
+            .find_session(secret, Timestamp::now())
+            .await
+            .unwrap()
+            .is_none());
+        // The code works once.
+        let again = router(hub.state.clone())
+            .oneshot(
+                Request::get(&callback_path)
+                    .header("cookie", &state_pair)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::BAD_GATEWAY);
+
+        // Bob is a collaborator (pull): he sees the private collection, but
+        // without its owners' controls.
+        let (status, body) = hub.get_as("/corp/hidden", Some(secret)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("Signed in as bob"), "{body}");
+        assert!(!body.contains("Owner controls"), "{body}");
+        let (_, home) = hub.get_as("/", Some(secret)).await;
+        assert!(home.contains("href=\"/corp/hidden\""), "{home}");
+
+        // Signing out ends the session.
+        let (_, page) = hub.get_as("/corp/hidden", Some(secret)).await;
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned();
+        let (status, location, _) = hub.post_as("/logout", secret, "csrf=wrong").await;
+        assert_eq!((status, location.as_str()), (StatusCode::FORBIDDEN, ""));
+        let (status, location, _) = hub
+            .post_as("/logout", secret, &format!("csrf={csrf}"))
+            .await;
+        assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/"));
+        let (status, _) = hub.get_as("/corp/hidden", Some(secret)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }

@@ -124,15 +124,15 @@ async fn by_tag(
     download.respond(&state, &method, &headers).await
 }
 
-/// One resolved image to answer with.
-struct Download {
-    key: StorageKey,
-    filename: String,
-    cache_control: &'static str,
+/// One resolved image to answer with; the OCI API serves its blobs with it too.
+pub(crate) struct Download {
+    pub(crate) key: StorageKey,
+    pub(crate) filename: String,
+    pub(crate) cache_control: &'static str,
 }
 
 impl Download {
-    async fn respond(
+    pub(crate) async fn respond(
         self,
         state: &AppState,
         method: &Method,
@@ -299,7 +299,7 @@ fn if_range_matches(value: &HeaderValue, etag: &str, last_modified: SystemTime) 
 }
 
 /// Keeps a name safe inside a quoted `Content-Disposition` filename.
-fn safe_filename(name: &str) -> String {
+pub(crate) fn safe_filename(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {

@@ -8,10 +8,11 @@
 
 use crate::access::Viewer;
 use crate::api::webhook::{grant_repository_in, GrantedRepository};
+use crate::config::Secret;
 use crate::db::{
     request_scan_in, upsert_installation_in, DbError, Permission, Repository, RepositorySettings,
 };
-use crate::github::oauth::{UserInstallation, UserRepository};
+use crate::github::oauth::{OAuthClient, UserInstallation, UserRepository};
 use crate::github::scan::{repo_ref, report_queued, QueuedBuild};
 use crate::github::{GitHubError, RepoRef};
 use crate::queue::{NewBuild, QueueError, Trigger, DEFAULT_MAX_ATTEMPTS};
@@ -196,6 +197,36 @@ pub async fn update_settings(
         .update_repository_settings(repository.id, &settings)
         .await?
         .ok_or_else(|| ActionError::NotFound(repository.full_name()))
+}
+
+/// Replaces user `user_id`'s memberships with what GitHub (asked with
+/// their token) says they may do to the repositories the hub knows, so
+/// private collections show to their collaborators; returns how many.
+pub async fn refresh_memberships(
+    state: &AppState,
+    oauth: &OAuthClient,
+    token: &Secret,
+    user_id: i64,
+) -> Result<usize, ActionError> {
+    let mut memberships: Vec<(i64, Permission)> = Vec::new();
+    for remote in oauth.user_repositories(token).await? {
+        let Some(permission) = remote.permission else {
+            continue;
+        };
+        // Only repositories the hub knows; the rest say nothing here.
+        if let Some(known) = state
+            .db
+            .find_repository_by_github_id(remote.github_id)
+            .await?
+        {
+            memberships.push((known.id, permission));
+        }
+    }
+    state
+        .db
+        .set_memberships(user_id, &memberships, state.queue.now())
+        .await?;
+    Ok(memberships.len())
 }
 
 /// Whether GitHub says the user may change `remote`.

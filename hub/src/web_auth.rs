@@ -23,8 +23,9 @@ use axum::{Form, Router};
 use sifhub_web::{SignedIn, Visitor};
 
 use crate::access::{cookie, SESSION_COOKIE};
+use crate::actions::{self, ActionError};
 use crate::config::Secret;
-use crate::db::{hash_token, NewUser, Permission};
+use crate::db::{hash_token, NewUser};
 use crate::github::oauth::OAuthClient;
 use crate::serve::AppState;
 
@@ -227,6 +228,8 @@ enum SignInError {
     GitHub(#[from] crate::github::GitHubError),
     #[error(transparent)]
     Database(#[from] crate::db::DbError),
+    #[error("cannot record the user's repositories")]
+    Memberships(#[source] ActionError),
     #[error("cannot make a session secret")]
     Random(#[source] getrandom::Error),
 }
@@ -239,7 +242,6 @@ async fn start_session(
     token: &Secret,
 ) -> Result<String, SignInError> {
     let user = oauth.user(token).await?;
-    let repositories = oauth.user_repositories(token).await?;
     let now = app.queue.now();
     let user = app
         .db
@@ -253,21 +255,12 @@ async fn start_session(
             now,
         )
         .await?;
-    // Only repositories the hub knows; the rest say nothing here.
-    let mut memberships: Vec<(i64, Permission)> = Vec::new();
-    for remote in repositories {
-        let Some(permission) = remote.permission else {
-            continue;
-        };
-        if let Some(known) = app
-            .db
-            .find_repository_by_github_id(remote.github_id)
-            .await?
-        {
-            memberships.push((known.id, permission));
-        }
-    }
-    app.db.set_memberships(user.id, &memberships, now).await?;
+    let members_of = actions::refresh_memberships(app, oauth, token, user.id)
+        .await
+        .map_err(|e| match e {
+            ActionError::GitHub(e) => SignInError::GitHub(e),
+            other => SignInError::Memberships(other),
+        })?;
     let secret = random_hex(32).map_err(SignInError::Random)?;
     let csrf = random_hex(32).map_err(SignInError::Random)?;
     app.db
@@ -281,9 +274,8 @@ async fn start_session(
         )
         .await?;
     tracing::info!(
-        "{} signed in ({} repositories known to the hub)",
-        user.login,
-        memberships.len()
+        "{} signed in (member of {members_of} repositories the hub knows)",
+        user.login
     );
     Ok(secret)
 }

@@ -154,6 +154,11 @@ impl Controls for WebControls {
         };
         if enabled {
             actions::enable_repository(&self.state, &installation, &remote).await?;
+            // A collaborator (not the owner) who enabled a private
+            // repository sees it now, not after signing in again.
+            if let Some(user) = &visitor.user {
+                actions::refresh_memberships(&self.state, oauth, &token, user.id).await?;
+            }
         } else {
             actions::disable_repository(&self.state, &remote).await?;
         }

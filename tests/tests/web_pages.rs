@@ -815,9 +815,16 @@ async fn signing_in_with_github_opens_a_session_with_memberships() {
         let installation = standin.create_installation("corp");
         let hidden = standin.create_repo("corp", "hidden", true, Some(installation));
         standin.add_collaborator(&hidden, "bob", sifhub_tests::github::RepoPermission::Pull);
+        // A private repository the hub does not know yet, bob may write to.
+        let labs = standin.create_repo("corp", "labs", true, Some(installation));
+        standin.add_collaborator(&labs, "bob", sifhub_tests::github::RepoPermission::Push);
+        labs.git.write("README.md", "# labs\n");
+        labs.git.commit("start");
         let hub = Hub::with(&database.url, |config| {
             config.github_api_url = standin.base_url();
             config.github_web_url = standin.base_url();
+            config.github_app_id = Some(standin.app_id());
+            config.github_app_key_file = Some(standin.app_key_file().to_owned());
             config.github_client_id = Some(standin.oauth_client_id());
             config.github_client_secret =
                 Some(sifhub::config::Secret::new(standin.oauth_client_secret()));
@@ -926,6 +933,44 @@ async fn signing_in_with_github_opens_a_session_with_memberships() {
         assert!(!body.contains("Owner controls"), "{body}");
         let (_, home) = hub.get_as("/", Some(secret)).await;
         assert!(home.contains("href=\"/corp/hidden\""), "{home}");
+
+        // Bob enables the private corp/labs (write on GitHub) and sees it at
+        // once: his memberships are refreshed.
+        let (_, page) = hub.get_as("/connect", Some(secret)).await;
+        assert!(
+            page.contains("action=\"/connect/corp/labs/enable\""),
+            "{page}"
+        );
+        assert!(
+            !page.contains("action=\"/connect/corp/hidden/"),
+            "read access only: no button\n{page}"
+        );
+        let bob_csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned();
+        let (status, _, body) = hub
+            .post_as(
+                "/connect/corp/labs/enable",
+                secret,
+                &format!("csrf={bob_csrf}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+        let (status, body) = hub.get_as("/corp/labs", Some(secret)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("Owner controls"), "write access: {body}");
+        // With read access only, bob may not disable corp/hidden.
+        let (status, _, _) = hub
+            .post_as(
+                "/connect/corp/hidden/disable",
+                secret,
+                &format!("csrf={bob_csrf}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
 
         // Signing out ends the session.
         let (_, page) = hub.get_as("/corp/hidden", Some(secret)).await;

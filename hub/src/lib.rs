@@ -2,6 +2,7 @@
 //! Build logic lives in `sifhub-builder`, HTML in `sifhub-web`.
 
 pub mod access;
+pub mod actions;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -12,6 +13,8 @@ pub mod ratelimit;
 pub mod serve;
 pub mod storage;
 pub mod user_tokens;
+pub mod web_auth;
+pub mod web_controls;
 pub mod web_model;
 pub mod worker;
 

@@ -189,6 +189,9 @@ mod tests {
         async fn user(&self, _: &str) -> Result<Option<GitHubUser>, GitHubError> {
             unreachable!("not used")
         }
+        async fn branch_head(&self, _: &RepoRef, _: &str) -> Result<String, GitHubError> {
+            unreachable!("not used")
+        }
     }
 
     fn report(build_id: i64, stage: BuildStage, description: &str) -> BuildReport {

@@ -1,5 +1,6 @@
 //! The native JSON API (`/api/v1/`) against a real `sifhub serve`, on
-//! SQLite and PostgreSQL: every route, cursor pagination walked to the end
+//! SQLite and PostgreSQL: every route (rebuilds of a recipe at the branch
+//! head GitHub names, within the trigger rate limit; settings), cursor pagination walked to the end
 //! (nothing missed, nothing twice), the error objects, private collections
 //! (404 without a token, content with the owner's token, 401 with an
 //! expired or revoked one), tokens made by `sifhub admin token create`
@@ -473,7 +474,7 @@ fn matches_template(template: &str, path: &str) -> bool {
 /// and every call under the API answered a status its operation documents.
 fn check_coverage(document: &Value) {
     let operations = documented(document);
-    assert!(operations.len() >= 13, "{operations:?}");
+    assert_eq!(operations.len(), 15, "{operations:?}");
     let calls = CALLS.lock().unwrap().clone();
     let mut seen: BTreeMap<(String, String), BTreeSet<u16>> = BTreeMap::new();
     for call in &calls {
@@ -557,6 +558,16 @@ fn every_operation(s: &Seeded, token_id: i64) -> Vec<(&'static str, String, Opti
             format!("/api/v1/builds/{}/log", s.failed_build),
             None,
         ),
+        (
+            "POST",
+            "/api/v1/collections/alice/analysis/rebuild".to_owned(),
+            Some(json!({"recipe_path": "Singularity"})),
+        ),
+        (
+            "PATCH",
+            "/api/v1/collections/alice/analysis/settings".to_owned(),
+            Some(json!({"paused": false})),
+        ),
         ("GET", "/api/v1/tokens".to_owned(), None),
         (
             "POST",
@@ -587,6 +598,10 @@ async fn the_api_on_both_backends() {
     let standin = GitHubStandIn::start().await;
     standin.create_user("alice");
     standin.create_user("carol");
+    // Rebuilds build the head of the default branch, which GitHub names.
+    let github_repo = standin.create_repo("alice", "analysis", false, None);
+    github_repo.git.write("Singularity", "Bootstrap: scratch\n");
+    let head = github_repo.git.commit("a recipe");
     let mut document = Value::Null;
     for database in both_backends("api_native") {
         eprintln!("--- on {database:?}");
@@ -601,6 +616,7 @@ async fn the_api_on_both_backends() {
             ("SIFHUB_DATA_DIR".into(), data.path().display().to_string()),
             ("SIFHUB_GITHUB_API_URL".into(), standin.base_url()),
             ("SIFHUB_WORKER_SLOTS".into(), "0".into()),
+            ("SIFHUB_TRIGGER_RATE_PER_MINUTE".into(), "3".into()),
         ];
         if !is_sqlite {
             env.push(("SIFHUB_DATABASE_URL".into(), db_url.clone()));
@@ -981,6 +997,117 @@ async fn the_api_on_both_backends() {
             .get("/api/v1/collections/alice/secret", Some(&secret))
             .await;
         assert_eq!(answer.status, 401, "a revoked token");
+
+        // Rebuilds: by those who may write, as their trigger limit allows.
+        let rebuild = "/api/v1/collections/alice/analysis/rebuild";
+        let recipe = json!({"recipe_path": "Singularity"});
+        let answer = api.send("POST", rebuild, None, Some(&recipe)).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (401, "unauthorized")
+        );
+        for token in [&read, &carols] {
+            let answer = api.send("POST", rebuild, Some(token), Some(&recipe)).await;
+            assert_eq!(
+                (answer.status, answer.error_code().as_str()),
+                (403, "forbidden"),
+                "{}",
+                answer.text
+            );
+        }
+        for bad in [
+            json!({"path": "Singularity"}),
+            json!({"recipe_path": "nope"}),
+        ] {
+            let answer = api.send("POST", rebuild, Some(&admin), Some(&bad)).await;
+            assert_eq!(
+                (answer.status, answer.error_code().as_str()),
+                (400, "bad_request"),
+                "{bad}: {}",
+                answer.text
+            );
+        }
+        let answer = api.send("POST", rebuild, Some(&admin), Some(&recipe)).await;
+        assert_eq!(answer.status, 202, "{}", answer.text);
+        let build_id = answer.json()["build_id"].as_i64().unwrap();
+        let build = api.ok(&format!("/api/v1/builds/{build_id}"), None).await;
+        assert_eq!(build["trigger"], "rebuild");
+        assert_eq!(build["status"], "queued");
+        assert_eq!(build["commit_sha"], head.as_str());
+        assert_eq!(build["recipe_path"], "Singularity");
+        let answer = api
+            .send(
+                "POST",
+                "/api/v1/collections/bob/hidden/rebuild",
+                Some(&admin),
+                Some(&recipe),
+            )
+            .await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (404, "not_found")
+        );
+        // Three a minute: the fourth of this token is refused.
+        let answer = api.send("POST", rebuild, Some(&admin), Some(&recipe)).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (429, "rate_limited"),
+            "{}",
+            answer.text
+        );
+        let retry: u64 = answer.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=20).contains(&retry), "{retry}");
+
+        // Settings: partial updates by those who may write.
+        let settings = "/api/v1/collections/alice/analysis/settings";
+        let pause = json!({"paused": true, "build_branches": ["main", "release/v2"]});
+        let answer = api.send("PATCH", settings, None, Some(&pause)).await;
+        assert_eq!(answer.status, 401);
+        let answer = api.send("PATCH", settings, Some(&read), Some(&pause)).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (403, "forbidden")
+        );
+        for bad in [
+            json!({"build_branches": ["a b"]}),
+            json!({"colour": "red"}),
+            json!({"paused": "yes"}),
+        ] {
+            let answer = api.send("PATCH", settings, Some(&admin), Some(&bad)).await;
+            assert_eq!(
+                (answer.status, answer.error_code().as_str()),
+                (400, "bad_request"),
+                "{bad}: {}",
+                answer.text
+            );
+        }
+        let answer = api
+            .send(
+                "PATCH",
+                "/api/v1/collections/bob/hidden/settings",
+                Some(&admin),
+                Some(&pause),
+            )
+            .await;
+        assert_eq!(answer.status, 404);
+        let answer = api
+            .send("PATCH", settings, Some(&admin), Some(&pause))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        let changed = answer.json();
+        assert_eq!(changed["paused"], true);
+        assert_eq!(changed["private"], false, "left out, so kept");
+        assert_eq!(changed["build_branches"], json!(["main", "release/v2"]));
+        assert_eq!(changed["permission"], "admin");
+        let now = api.ok("/api/v1/collections/alice/analysis", None).await;
+        assert_eq!(
+            (now["paused"].clone(), now["build_branches"].clone()),
+            (json!(true), json!(["main", "release/v2"]))
+        );
 
         // Every operation: 401 with an expired or a revoked token, even on
         // public collections, with WWW-Authenticate.

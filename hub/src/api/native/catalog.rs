@@ -278,7 +278,12 @@ pub async fn get_collection(
         .permission(&viewer, &repository)
         .await?
         .unwrap_or(Permission::Read);
-    Ok(Json(Collection {
+    Ok(Json(collection_view(repository, permission)))
+}
+
+/// A collection as the API shows it to a caller with `permission`.
+pub(super) fn collection_view(repository: Repository, permission: Permission) -> Collection {
+    Collection {
         owner: repository.owner,
         name: repository.name,
         private: repository.private,
@@ -287,7 +292,7 @@ pub async fn get_collection(
         paused: repository.paused,
         permission: permission.to_string(),
         created_at: rfc3339_at(repository.created_at),
-    }))
+    }
 }
 
 #[utoipa::path(

@@ -1,6 +1,7 @@
 //! The native JSON API, `/api/v1/…`: what the web UI shows (collections,
-//! containers, tags, tag history, images, builds with their logs) and the
-//! caller's API tokens, documented as OpenAPI at `/api/v1/openapi.json`.
+//! containers, tags, tag history, images, builds with their logs), what
+//! owners do (rebuild, settings) and the caller's API tokens, documented
+//! as OpenAPI at `/api/v1/openapi.json`.
 //!
 //! The document is generated from the handlers themselves: each carries a
 //! `#[utoipa::path]` and is mounted through `utoipa_axum`, so a route and
@@ -35,9 +36,11 @@ use utoipa_axum::routes;
 
 use crate::access::{AccessError, Viewer};
 use crate::db::{DbError, Timestamp};
+use crate::ratelimit::RateLimited;
 use crate::serve::AppState;
 use crate::storage::StorageError;
 
+mod actions;
 mod builds;
 mod catalog;
 mod tokens;
@@ -90,6 +93,10 @@ pub enum ApiError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Token(#[from] crate::user_tokens::UserTokenError),
+    #[error(transparent)]
+    Action(crate::actions::ActionError),
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
 }
 
 impl From<AccessError> for ApiError {
@@ -124,9 +131,11 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
-            ApiError::Database(_) | ApiError::Storage(_) | ApiError::Token(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
-            }
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            ApiError::Database(_)
+            | ApiError::Storage(_)
+            | ApiError::Token(_)
+            | ApiError::Action(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 }
@@ -147,6 +156,12 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let ApiError::RateLimited(limited) = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(limited.retry_after_secs),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -345,6 +360,8 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(builds::container_builds))
         .routes(routes!(builds::get_build))
         .routes(routes!(builds::build_log))
+        .routes(routes!(actions::rebuild))
+        .routes(routes!(actions::settings))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .split_for_parts()

@@ -26,7 +26,7 @@ use crate::storage::{StorageError, StorageKey};
 /// over a slow link, with room for retries.
 const SIGNED_URL_VALIDITY: Duration = Duration::from_secs(12 * 60 * 60);
 /// The tag a reference without `:<tag>` names.
-const DEFAULT_TAG: &str = "latest";
+pub(crate) const DEFAULT_TAG: &str = "latest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -116,15 +116,16 @@ async fn by_tag(
     download.respond(&state, &method, &headers).await
 }
 
-/// One resolved image to answer with.
-struct Download {
-    key: StorageKey,
-    filename: String,
-    cache_control: &'static str,
+/// One resolved image to answer with; the library API serves its pulls
+/// through it too.
+pub(crate) struct Download {
+    pub(crate) key: StorageKey,
+    pub(crate) filename: String,
+    pub(crate) cache_control: &'static str,
 }
 
 impl Download {
-    async fn respond(
+    pub(crate) async fn respond(
         self,
         state: &AppState,
         method: &Method,
@@ -291,7 +292,7 @@ fn if_range_matches(value: &HeaderValue, etag: &str, last_modified: SystemTime) 
 }
 
 /// Keeps a name safe inside a quoted `Content-Disposition` filename.
-fn safe_filename(name: &str) -> String {
+pub(crate) fn safe_filename(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {

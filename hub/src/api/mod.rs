@@ -6,6 +6,7 @@ use axum::Router;
 use crate::serve::AppState;
 
 pub mod download;
+pub mod library;
 pub mod webhook;
 pub mod worker;
 
@@ -13,6 +14,7 @@ pub mod worker;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(download::routes())
+        .merge(library::routes())
         .merge(webhook::routes())
         .nest(crate::worker::protocol::PREFIX, worker::routes())
 }

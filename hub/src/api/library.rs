@@ -138,12 +138,18 @@ fn error_response(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// `{"data": …}`.
-fn data<T: Serialize>(value: T) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "data": value }))
+/// The envelope of every successful answer.
+#[derive(Serialize)]
+struct Envelope<T> {
+    data: T,
 }
 
-type Answer = Result<Json<serde_json::Value>, LibraryError>;
+/// `{"data": …}`.
+fn data<T: Serialize>(value: T) -> Response {
+    Json(Envelope { data: value }).into_response()
+}
+
+type Answer = Result<Response, LibraryError>;
 
 /// The library routes, mounted at the root.
 pub fn routes() -> Router<AppState> {
@@ -551,7 +557,7 @@ struct VersionJson {
     api_version: &'static str,
 }
 
-async fn version() -> Json<serde_json::Value> {
+async fn version() -> Response {
     data(VersionJson {
         version: env!("CARGO_PKG_VERSION"),
         api_version: API_VERSION,

@@ -8,6 +8,7 @@ use sifhub_web::model::{
     TagView,
 };
 
+use crate::access::Viewer;
 use crate::db::{BuildEntry, CatalogOrder, Db, Repository, TaggedImage};
 use crate::storage::{Storage, StorageError, StorageKey};
 
@@ -32,12 +33,10 @@ impl WebModel {
         owner: &str,
         repo: &str,
     ) -> Result<Option<Repository>, ModelError> {
-        let found = self
-            .db
-            .find_repository(owner, repo)
+        self.db
+            .readable_repository(&Viewer::anonymous(), owner, repo)
             .await
-            .map_err(ModelError::read("repository"))?;
-        Ok(found.filter(|r| !r.private))
+            .map_err(ModelError::read("repository"))
     }
 }
 
@@ -280,7 +279,7 @@ impl ReadModel for WebModel {
     async fn build(&self, id: i64) -> Result<Option<BuildView>, ModelError> {
         let detail = self
             .db
-            .public_build(id)
+            .readable_build(&Viewer::anonymous(), id)
             .await
             .map_err(ModelError::read("build"))?;
         Ok(detail.map(|d| BuildView {
@@ -298,7 +297,7 @@ impl ReadModel for WebModel {
     async fn build_log(&self, id: i64) -> Result<Option<String>, ModelError> {
         let Some(detail) = self
             .db
-            .public_build(id)
+            .readable_build(&Viewer::anonymous(), id)
             .await
             .map_err(ModelError::read("build"))?
         else {
@@ -328,7 +327,7 @@ impl ReadModel for WebModel {
     ) -> Result<Option<LogTail>, ModelError> {
         let Some(detail) = self
             .db
-            .public_build(id)
+            .readable_build(&Viewer::anonymous(), id)
             .await
             .map_err(ModelError::read("build"))?
         else {

@@ -23,7 +23,10 @@
 //! are all one architecture, [`HUB_ARCH`]; tags are not per architecture.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -31,10 +34,10 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
-use crate::access::Viewer;
+use crate::access::{Via, Viewer};
 use crate::api::download::{safe_filename, Download, DownloadError, DEFAULT_TAG};
 use crate::db::{
     hash_token, Container, DbError, Image, LibraryUpload, LibraryUploadPart, NewImage, Permission,
@@ -42,7 +45,7 @@ use crate::db::{
 };
 use crate::error_chain;
 use crate::serve::AppState;
-use crate::storage::{Expected, StorageError, StorageKey};
+use crate::storage::{Expected, Storage, StorageError, StorageKey};
 
 /// What `/version` reports: 2.0.0-alpha.1 turns on the v2 upload,
 /// alpha.2 the architecture-aware tags.
@@ -118,10 +121,9 @@ impl IntoResponse for LibraryError {
         };
         let mut response = error_response(status, &message);
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -181,7 +183,10 @@ pub fn routes() -> Router<AppState> {
             "/v2/imagefile/{image}/_multipart_complete",
             put(complete_multipart),
         )
-        .route("/v2/imagefile/{image}/_multipart_abort", put(abort_multipart))
+        .route(
+            "/v2/imagefile/{image}/_multipart_abort",
+            put(abort_multipart),
+        )
         .route("/v1/{*rest}", any(unknown_route))
 }
 
@@ -334,7 +339,10 @@ fn entity_json(name: &str, collections: &[Repository]) -> EntityJson {
     }
 }
 
-async fn collection_json(state: &AppState, repo: &Repository) -> Result<CollectionJson, LibraryError> {
+async fn collection_json(
+    state: &AppState,
+    repo: &Repository,
+) -> Result<CollectionJson, LibraryError> {
     let containers = state.db.list_containers(repo.id).await?;
     Ok(CollectionJson {
         id: repo.id.to_string(),
@@ -445,7 +453,11 @@ fn place_image(json: &mut ImageJson, repo: &Repository, container: &Container) {
 }
 
 /// An announced image not published yet.
-fn pending_image_json(upload: &LibraryUpload, repo: &Repository, container: &Container) -> ImageJson {
+fn pending_image_json(
+    upload: &LibraryUpload,
+    repo: &Repository,
+    container: &Container,
+) -> ImageJson {
     let mut json = ImageJson {
         id: format!("{UPLOAD_ID_PREFIX}{}", upload.id),
         hash: library_hash(&upload.digest),
@@ -491,7 +503,11 @@ fn pusher(viewer: &Viewer) -> Result<(i64, String), LibraryError> {
 
 /// 404 when the viewer may not see `repo`, 403 when they may see but not
 /// write it.
-async fn check_writable(state: &AppState, viewer: &Viewer, repo: &Repository) -> Result<(), LibraryError> {
+async fn check_writable(
+    state: &AppState,
+    viewer: &Viewer,
+    repo: &Repository,
+) -> Result<(), LibraryError> {
     match state.db.permission(viewer, repo).await? {
         Some(permission) if permission >= Permission::Write => Ok(()),
         Some(_) => Err(LibraryError::Forbidden(format!(
@@ -514,7 +530,11 @@ async fn readable_container(
 ) -> Result<(Repository, Container), LibraryError> {
     let not_found = || LibraryError::NotFound(format!("container {id} not found"));
     let id: i64 = id.parse().map_err(|_| not_found())?;
-    let container = state.db.find_container_by_id(id).await?.ok_or_else(not_found)?;
+    let container = state
+        .db
+        .find_container_by_id(id)
+        .await?
+        .ok_or_else(not_found)?;
     let repo = state
         .db
         .find_repository_by_id(container.repository_id)
@@ -577,16 +597,24 @@ async fn service_config(State(state): State<AppState>) -> Json<serde_json::Value
     }))
 }
 
+/// 200 for a valid token (a bad one is refused by the extractor).
 async fn token_status(viewer: Viewer) -> Answer {
-    match viewer.login() {
-        Some(login) => Ok(data(serde_json::json!({ "status": "valid", "username": login }))),
-        None => Err(LibraryError::Unauthorized("no token given".to_owned())),
+    if viewer.via == Via::Anonymous {
+        return Err(LibraryError::Unauthorized("no token given".to_owned()));
     }
+    Ok(data(serde_json::json!({
+        "status": "valid",
+        "username": viewer.login().unwrap_or_default(),
+    })))
 }
 
 // ---- entities, collections, containers ----
 
-async fn get_entity(State(state): State<AppState>, viewer: Viewer, Path(name): Path<String>) -> Answer {
+async fn get_entity(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Answer {
     if name.contains('/') || !state.db.library_entity_exists(&viewer, &name).await? {
         return Err(LibraryError::NotFound(format!("entity {name} not found")));
     }
@@ -656,7 +684,11 @@ async fn create_collection(
 ) -> Answer {
     let (_, login) = pusher(&viewer)?;
     check_ref_part("collection", &request.name)?;
-    if let Some(repo) = state.db.find_repository(&request.entity, &request.name).await? {
+    if let Some(repo) = state
+        .db
+        .find_repository(&request.entity, &request.name)
+        .await?
+    {
         check_writable(&state, &viewer, &repo).await?;
         return Ok(data(collection_json(&state, &repo).await?));
     }
@@ -706,9 +738,14 @@ async fn create_container(
 ) -> Answer {
     let (_, login) = pusher(&viewer)?;
     check_ref_part("container", &request.name)?;
-    let not_found = || LibraryError::NotFound(format!("collection {} not found", request.collection));
+    let not_found =
+        || LibraryError::NotFound(format!("collection {} not found", request.collection));
     let id: i64 = request.collection.parse().map_err(|_| not_found())?;
-    let repo = state.db.find_repository_by_id(id).await?.ok_or_else(not_found)?;
+    let repo = state
+        .db
+        .find_repository_by_id(id)
+        .await?
+        .ok_or_else(not_found)?;
     check_writable(&state, &viewer, &repo).await?;
     let container = state
         .db
@@ -765,12 +802,20 @@ enum Resolved {
     },
 }
 
-async fn resolve_image(state: &AppState, viewer: &Viewer, reference: &str) -> Result<Resolved, LibraryError> {
+async fn resolve_image(
+    state: &AppState,
+    viewer: &Viewer,
+    reference: &str,
+) -> Result<Resolved, LibraryError> {
     let not_found = || LibraryError::NotFound(format!("image {reference} not found"));
     if !reference.contains('/') {
         if let Some(id) = reference.strip_prefix(UPLOAD_ID_PREFIX) {
             let id: i64 = id.parse().map_err(|_| not_found())?;
-            let upload = state.db.find_library_upload(id).await?.ok_or_else(not_found)?;
+            let upload = state
+                .db
+                .find_library_upload(id)
+                .await?
+                .ok_or_else(not_found)?;
             let (repo, container) =
                 readable_container(state, viewer, &upload.container_id.to_string()).await?;
             if let Some(image_id) = upload.image_id {
@@ -796,9 +841,14 @@ async fn resolve_image(state: &AppState, viewer: &Viewer, reference: &str) -> Re
         return Ok(Resolved::Published { image, place: None });
     }
     let (owner, repo, container, tag) = split_image_ref(reference).ok_or_else(not_found)?;
-    let (repository, container_row) = container_by_ref(state, viewer, owner, repo, container).await?;
+    let (repository, container_row) =
+        container_by_ref(state, viewer, owner, repo, container).await?;
     if let Some(digest) = digest_of_hash(tag) {
-        if let Some(image) = state.db.find_readable_image_by_digest(viewer, &digest).await? {
+        if let Some(image) = state
+            .db
+            .find_readable_image_by_digest(viewer, &digest)
+            .await?
+        {
             return Ok(Resolved::Published {
                 image,
                 place: Some((repository, container_row)),
@@ -835,7 +885,9 @@ async fn get_image(
     check_arch(&query.arch)?;
     match resolve_image(&state, &viewer, &reference).await? {
         Resolved::Published { image, place } => {
-            let place = place.as_ref().map(|(repo, container)| Place { repo, container });
+            let place = place
+                .as_ref()
+                .map(|(repo, container)| Place { repo, container });
             Ok(data(image_json(&state, &image, place).await?))
         }
         Resolved::Pending {
@@ -904,7 +956,11 @@ async fn find_upload(state: &AppState, image: &str) -> Result<LibraryUpload, Lib
         .strip_prefix(UPLOAD_ID_PREFIX)
         .and_then(|id| id.parse().ok())
         .ok_or_else(not_found)?;
-    state.db.find_library_upload(id).await?.ok_or_else(not_found)
+    state
+        .db
+        .find_library_upload(id)
+        .await?
+        .ok_or_else(not_found)
 }
 
 /// The image a tag request names, which the viewer may read: a published
@@ -921,9 +977,9 @@ async fn taggable_image(
         if upload.container_id != container.id {
             return Err(not_found());
         }
-        let image_id = upload.image_id.ok_or_else(|| {
-            LibraryError::Conflict(format!("image {image} is not uploaded yet"))
-        })?;
+        let image_id = upload
+            .image_id
+            .ok_or_else(|| LibraryError::Conflict(format!("image {image} is not uploaded yet")))?;
         return state.db.find_image(image_id).await?.ok_or_else(not_found);
     }
     let id: i64 = image.parse().map_err(|_| not_found())?;
@@ -935,7 +991,10 @@ async fn taggable_image(
         .ok_or_else(not_found)
 }
 
-async fn tag_map(state: &AppState, container: &Container) -> Result<BTreeMap<String, String>, LibraryError> {
+async fn tag_map(
+    state: &AppState,
+    container: &Container,
+) -> Result<BTreeMap<String, String>, LibraryError> {
     Ok(state
         .db
         .library_tags(container.id)
@@ -945,12 +1004,20 @@ async fn tag_map(state: &AppState, container: &Container) -> Result<BTreeMap<Str
         .collect())
 }
 
-async fn tags_v1(State(state): State<AppState>, viewer: Viewer, Path(container): Path<String>) -> Answer {
+async fn tags_v1(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(container): Path<String>,
+) -> Answer {
     let (_, container) = readable_container(&state, &viewer, &container).await?;
     Ok(data(tag_map(&state, &container).await?))
 }
 
-async fn tags_v2(State(state): State<AppState>, viewer: Viewer, Path(container): Path<String>) -> Answer {
+async fn tags_v2(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(container): Path<String>,
+) -> Answer {
     let (_, container) = readable_container(&state, &viewer, &container).await?;
     let tags = tag_map(&state, &container).await?;
     let by_arch: BTreeMap<&str, BTreeMap<String, String>> = if tags.is_empty() {
@@ -971,7 +1038,12 @@ struct TagRequest {
     arch: String,
 }
 
-async fn set_tag(state: &AppState, viewer: &Viewer, container: &str, request: TagRequest) -> Answer {
+async fn set_tag(
+    state: &AppState,
+    viewer: &Viewer,
+    container: &str,
+    request: TagRequest,
+) -> Answer {
     let (_, login) = pusher(viewer)?;
     check_ref_part("tag", &request.tag)?;
     if !request.arch.is_empty() && request.arch != HUB_ARCH {
@@ -1040,10 +1112,14 @@ async fn pull(
     check_arch(&query.arch)?;
     let not_found = || LibraryError::NotFound(format!("image {reference} not found"));
     let (_, _, container, tag) = split_image_ref(&reference).ok_or_else(not_found)?;
-    let Resolved::Published { image, .. } = resolve_image(&state, &viewer, &reference).await? else {
+    let Resolved::Published { image, .. } = resolve_image(&state, &viewer, &reference).await?
+    else {
         return Err(not_found());
     };
-    let hex = image.digest.strip_prefix("sha256:").unwrap_or(&image.digest);
+    let hex = image
+        .digest
+        .strip_prefix("sha256:")
+        .unwrap_or(&image.digest);
     let download = Download {
         key: StorageKey::image(hex)?,
         filename: format!("{}_{}.sif", safe_filename(container), safe_filename(tag)),
@@ -1071,14 +1147,21 @@ struct SearchJson {
 
 /// Entities, collections, containers and their tagged images whose names
 /// contain `value`, among what the viewer may read.
-async fn search(State(state): State<AppState>, viewer: Viewer, Query(query): Query<SearchQuery>) -> Answer {
+async fn search(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(query): Query<SearchQuery>,
+) -> Answer {
     let value = query.value.unwrap_or_default();
     if value.chars().count() < 3 {
         return Err(LibraryError::BadRequest(format!(
             "bad query {value:?}: search for at least 3 characters"
         )));
     }
-    let repos = state.db.search_collections(&viewer, &value, SEARCH_LIMIT).await?;
+    let repos = state
+        .db
+        .search_collections(&viewer, &value, SEARCH_LIMIT)
+        .await?;
     let mut owners: Vec<String> = repos
         .iter()
         .filter(|repo| repo.owner.to_lowercase().contains(&value.to_lowercase()))
@@ -1096,7 +1179,11 @@ async fn search(State(state): State<AppState>, viewer: Viewer, Query(query): Que
     }
     let mut containers = Vec::new();
     let mut images = Vec::new();
-    for found in state.db.search_containers(&viewer, &value, SEARCH_LIMIT).await? {
+    for found in state
+        .db
+        .search_containers(&viewer, &value, SEARCH_LIMIT)
+        .await?
+    {
         let Some(repo) = state.db.find_repository_by_id(found.repository_id).await? else {
             continue;
         };
@@ -1155,7 +1242,10 @@ fn public_base(state: &AppState) -> String {
 }
 
 fn upload_hex(upload: &LibraryUpload) -> &str {
-    upload.digest.strip_prefix("sha256:").unwrap_or(&upload.digest)
+    upload
+        .digest
+        .strip_prefix("sha256:")
+        .unwrap_or(&upload.digest)
 }
 
 #[derive(Deserialize)]
@@ -1194,7 +1284,13 @@ async fn start_upload(
     let secret = new_secret()?;
     let upload = state
         .db
-        .start_library_upload(upload.id, size, &hash_token(&secret), false, Timestamp::now())
+        .start_library_upload(
+            upload.id,
+            size,
+            &hash_token(&secret),
+            false,
+            Timestamp::now(),
+        )
         .await?;
     let staged = StorageKey::LibraryUpload {
         upload_id: upload.id,
@@ -1202,7 +1298,8 @@ async fn start_upload(
     // A leftover of an earlier attempt must not pass for this one.
     state.storage.delete(&staged).await?;
     let signed = if size <= MAX_SINGLE_PUT {
-        let valid_for = SIGNED_UPLOAD_BASE + Duration::from_secs(size / SIGNED_UPLOAD_BYTES_PER_SEC);
+        let valid_for =
+            SIGNED_UPLOAD_BASE + Duration::from_secs(size / SIGNED_UPLOAD_BYTES_PER_SEC);
         state.storage.signed_upload_url(&staged, valid_for).await?
     } else {
         None
@@ -1402,9 +1499,17 @@ async fn start_multipart(
     let upload_id = new_secret()?;
     state
         .db
-        .start_library_upload(upload.id, size, &hash_token(&upload_id), true, Timestamp::now())
+        .start_library_upload(
+            upload.id,
+            size,
+            &hash_token(&upload_id),
+            true,
+            Timestamp::now(),
+        )
         .await?;
-    tracing::info!("library: multipart upload of {image} started: {size} bytes in {total_parts} parts");
+    tracing::info!(
+        "library: multipart upload of {image} started: {size} bytes in {total_parts} parts"
+    );
     Ok(data(serde_json::json!({
         "uploadID": upload_id,
         "totalParts": total_parts,
@@ -1452,7 +1557,8 @@ async fn part_url(
 ) -> Answer {
     let (_, _, _, size) = current_multipart(&state, &viewer, &image, &request.upload_id).await?;
     let total_parts = size.div_ceil(PART_SIZE);
-    let number_ok = u64::try_from(request.part_number).is_ok_and(|n| (1..=total_parts).contains(&n));
+    let number_ok =
+        u64::try_from(request.part_number).is_ok_and(|n| (1..=total_parts).contains(&n));
     let size_ok = u64::try_from(request.part_size).is_ok_and(|s| s > 0 && s <= PART_SIZE);
     if !number_ok || !size_ok {
         return Err(LibraryError::BadRequest(format!(
@@ -1554,16 +1660,13 @@ async fn complete_multipart(
         current_multipart(&state, &viewer, &image, &request.upload_id).await?;
     let parts = state.db.library_parts(upload.id).await?;
     let listed_ok = request.completed_parts.len() == parts.len()
-        && request
-            .completed_parts
-            .iter()
-            .zip(&parts)
-            .enumerate()
-            .all(|(index, (listed, stored))| {
+        && request.completed_parts.iter().zip(&parts).enumerate().all(
+            |(index, (listed, stored))| {
                 listed.part_number == index as i64 + 1
                     && stored.part_number == listed.part_number
                     && listed.token.trim_matches('"') == stored.sha256
-            });
+            },
+        );
     if !listed_ok {
         return Err(LibraryError::BadRequest(format!(
             "the completed parts of {image} are not the {} parts received, in order, with their ETags",
@@ -1576,16 +1679,7 @@ async fn complete_multipart(
             "the parts of {image} hold {received} bytes, {size} were announced"
         )));
     }
-    let storage = state.storage.clone();
-    let upload_id = upload.id;
-    let numbers: Vec<i64> = parts.iter().map(|part| part.part_number).collect();
-    let body = futures_util::stream::iter(numbers)
-        .then(move |part| {
-            let storage = storage.clone();
-            async move { storage.get(&StorageKey::LibraryPart { upload_id, part }, None).await }
-        })
-        .try_flatten()
-        .map_err(std::io::Error::other);
+    let body = parts_in_order(state.storage.clone(), upload.id, &parts);
     let expected = Expected {
         sha256_hex: Some(upload_hex(&upload).to_owned()),
         size: Some(size),
@@ -1611,6 +1705,27 @@ async fn complete_multipart(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The staged parts' bytes one after another, each read when the one
+/// before has been sent.
+fn parts_in_order(
+    storage: Storage,
+    upload_id: i64,
+    parts: &[LibraryUploadPart],
+) -> Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> {
+    let keys: Vec<StorageKey> = parts
+        .iter()
+        .map(|part| StorageKey::LibraryPart {
+            upload_id,
+            part: part.part_number,
+        })
+        .collect();
+    let streams = futures_util::stream::iter(keys).then(move |key| {
+        let storage = storage.clone();
+        async move { storage.get(&key, None).await }
+    });
+    Box::pin(streams.try_flatten().map_err(std::io::Error::other))
 }
 
 #[derive(Deserialize)]
@@ -1657,7 +1772,10 @@ mod tests {
             Some(format!("sha256:{hex}"))
         );
         assert_eq!(digest_of_hash("sha256.xyz"), None);
-        assert_eq!(library_hash(&format!("sha256:{hex}")), format!("sha256.{hex}"));
+        assert_eq!(
+            library_hash(&format!("sha256:{hex}")),
+            format!("sha256.{hex}")
+        );
     }
 
     #[test]

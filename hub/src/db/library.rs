@@ -4,8 +4,10 @@
 //! and their staged parts, and search. Visibility follows the access
 //! rules: private repositories only for their owner and members.
 
-use super::access::visible_sql;
-use super::{with_pool, BeginWrite as _, Container, Db, DbError, Repository, Timestamp};
+use super::{
+    visibility_binds, visible_sql, with_pool, BeginWrite as _, Container, Db, DbError, Repository,
+    Timestamp,
+};
 use crate::access::Viewer;
 
 /// An image a client announced and is uploading (or uploaded).
@@ -74,18 +76,14 @@ fn like_pattern(value: &str) -> String {
     pattern
 }
 
-/// The viewer's login and user id as the visibility fragment binds them.
-fn visibility_binds(viewer: &Viewer) -> (String, i64) {
-    (
-        viewer.login().unwrap_or("").to_owned(),
-        viewer.user_id().unwrap_or(-1),
-    )
-}
-
 impl Db {
     /// Whether `name` is an entity the viewer can see: a user of the hub,
     /// or the owner of a repository the viewer may read.
-    pub async fn library_entity_exists(&self, viewer: &Viewer, name: &str) -> Result<bool, DbError> {
+    pub async fn library_entity_exists(
+        &self,
+        viewer: &Viewer,
+        name: &str,
+    ) -> Result<bool, DbError> {
         let (login, user_id) = visibility_binds(viewer);
         with_pool!(self, |pool| {
             sqlx::query_scalar(concat!(
@@ -150,13 +148,14 @@ impl Db {
         .map_err(DbError::query("insert pushed repository"))?;
         match inserted {
             Some(repository) => Ok(repository),
-            None => self
-                .find_repository(owner, name)
-                .await?
-                .ok_or_else(|| DbError::AlreadyExists {
-                    what: "repository",
-                    key: format!("{owner}/{name}"),
-                }),
+            None => {
+                self.find_repository(owner, name)
+                    .await?
+                    .ok_or_else(|| DbError::AlreadyExists {
+                        what: "repository",
+                        key: format!("{owner}/{name}"),
+                    })
+            }
         }
     }
 
@@ -322,7 +321,11 @@ impl Db {
     }
 
     /// Notes that the hub received and verified a single upload's bytes.
-    pub async fn mark_library_upload_received(&self, id: i64, now: Timestamp) -> Result<(), DbError> {
+    pub async fn mark_library_upload_received(
+        &self,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<(), DbError> {
         with_pool!(self, |pool| {
             sqlx::query("UPDATE library_uploads SET received = TRUE, updated_at = $2 WHERE id = $1")
                 .bind(id)

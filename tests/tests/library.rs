@@ -90,7 +90,7 @@ impl Library {
 
     /// Runs `libclient [-token T] BASE args…`.
     async fn libclient(&self, token: Option<&str>, args: &[&str]) -> Output {
-        let mut command = Command::new(oracle("libclient"));
+        let mut command = Command::new(libclient_bin());
         if let Some(token) = token {
             command.args(["-token", token]);
         }
@@ -183,7 +183,13 @@ impl Library {
     }
 
     /// A JSON request to the hub with a bearer token; status and body.
-    async fn api(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let client = reqwest::Client::new();
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = client
@@ -199,6 +205,62 @@ impl Library {
             .unwrap_or_else(|_| panic!("{path}: not JSON: {status} {text:?}"));
         (status, body)
     }
+}
+
+/// The shared oracle's driver hands the client a progress callback whose
+/// `GetReader` returns nil, so every push it makes fails in Go's HTTP
+/// client ("ContentLength=N with nil Body") before reaching any server.
+/// Until `../shared/oracles/libclient/main.go` is fixed, its source is
+/// built here with only that callback keeping the reader it is given;
+/// once fixed, the oracle binary itself is used.
+fn libclient_bin() -> PathBuf {
+    const BROKEN: &str = "type quiet struct{}\n\nfunc (quiet) InitUpload(int64, io.Reader) {}\nfunc (quiet) GetReader() io.Reader       { return nil }\nfunc (quiet) Terminate()                  {}\nfunc (quiet) Finish()                     {}\n";
+    const FIXED: &str = "type quiet struct{ r io.Reader }\n\nfunc (q *quiet) InitUpload(_ int64, r io.Reader) { q.r = r }\nfunc (q *quiet) GetReader() io.Reader            { return q.r }\nfunc (*quiet) Terminate()                        {}\nfunc (*quiet) Finish()                           {}\n";
+    let oracle_bin = oracle("libclient");
+    let source_path = sifhub_tests::shared_dir().join("oracles/libclient/main.go");
+    let source = std::fs::read_to_string(&source_path).unwrap();
+    if !source.contains(BROKEN) {
+        return oracle_bin;
+    }
+    let patched = source.replace(BROKEN, FIXED).replace(
+        "\"pushed by libclient\", quiet{})",
+        "\"pushed by libclient\", &quiet{})",
+    );
+    let cache = oracle_bin.parent().unwrap().to_owned();
+    let bin = cache.join(format!(
+        "libclient-reader-{}",
+        &sha256_hex(patched.as_bytes())[..12]
+    ));
+    if bin.exists() {
+        return bin;
+    }
+    // Built beside its final place, so the rename below is atomic.
+    let gopath = tempfile::tempdir_in(&cache).unwrap();
+    let package = gopath.path().join("src/libclient");
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::write(package.join("main.go"), patched).unwrap();
+    let building = gopath.path().join("libclient");
+    let out = Command::new(sifhub_tests::system_tool("go", "golang-go"))
+        .args(["build", "-o"])
+        .arg(&building)
+        .arg("libclient")
+        .env("GO111MODULE", "off")
+        .env(
+            "GOPATH",
+            format!("{}:/usr/share/gocode", gopath.path().display()),
+        )
+        .env("GOCACHE", cache.join("gocache"))
+        .env("GOFLAGS", "")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cannot build the libclient driver: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Renamed into place whole: a concurrent test sees it complete or not at all.
+    std::fs::rename(&building, &bin).unwrap();
+    bin
 }
 
 async fn user(db: &Db, github_id: i64, login: &str) -> i64 {
@@ -253,7 +315,13 @@ async fn hub_built_image(lib: &Library, bytes: &[u8]) -> String {
         .unwrap();
     let recipe = lib
         .db
-        .upsert_recipe(repo.id, "tools/Singularity", "tools", "latest", Timestamp::now())
+        .upsert_recipe(
+            repo.id,
+            "tools/Singularity",
+            "tools",
+            "latest",
+            Timestamp::now(),
+        )
         .await
         .unwrap();
     Queue::new(lib.db.clone())
@@ -271,7 +339,12 @@ async fn hub_built_image(lib: &Library, bytes: &[u8]) -> String {
             .await
             .unwrap();
     let (status, job) = lib
-        .api("POST", "/api/worker/v1/claim", &worker_token, Some(json!({"worker": "test"})))
+        .api(
+            "POST",
+            "/api/worker/v1/claim",
+            &worker_token,
+            Some(json!({"worker": "test"})),
+        )
         .await;
     assert_eq!(status, 200, "{job}");
     let build = job["build_id"].as_i64().unwrap();
@@ -329,20 +402,35 @@ async fn clients_pull_push_and_search(lib: &Library) {
     let small_file = lib.file("small.sif", &small);
     lib.libclient_ok(
         Some(&lib.push_token),
-        &["push", small_file.to_str().unwrap(), "alice/pushed/tool", "v1"],
+        &[
+            "push",
+            small_file.to_str().unwrap(),
+            "alice/pushed/tool",
+            "v1",
+        ],
     )
     .await;
     assert_eq!(lib.pull(None, "alice/pushed/tool:v1").await, small);
     let digest = format!("sha256:{}", sha256_hex(&small));
     let stored = lib.db.find_image_by_digest(&digest).await.unwrap().unwrap();
     assert!(stored.pushed && stored.commit_sha.is_none() && stored.recipe_path.is_none());
-    let collection = lib.db.find_repository("alice", "pushed").await.unwrap().unwrap();
+    let collection = lib
+        .db
+        .find_repository("alice", "pushed")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(collection.github_id, None);
     assert_eq!(stored.repository_id, Some(collection.id));
     // Pushing the same bytes again uploads nothing and tags them.
     lib.libclient_ok(
         Some(&lib.push_token),
-        &["push", small_file.to_str().unwrap(), "alice/pushed/tool", "v1-again"],
+        &[
+            "push",
+            small_file.to_str().unwrap(),
+            "alice/pushed/tool",
+            "v1-again",
+        ],
     )
     .await;
     assert_eq!(lib.pull(None, "alice/pushed/tool:v1-again").await, small);
@@ -350,34 +438,35 @@ async fn clients_pull_push_and_search(lib: &Library) {
     // Over 64 MiB: the multipart endpoints carry it.
     let big = pseudo_random_bytes(64 * MIB + 3 * MIB + 1, 3);
     let big_file = lib.file("big.sif", &big);
+    let logged_before = lib.hub.log().len();
     lib.libclient_ok(
         Some(&lib.push_token),
-        &["push", big_file.to_str().unwrap(), "alice/pushed/big", "latest"],
+        &[
+            "push",
+            big_file.to_str().unwrap(),
+            "alice/pushed/big",
+            "latest",
+        ],
     )
     .await;
-    let log = lib.hub.log();
+    let log = lib.hub.log()[logged_before..].to_owned();
     for line in ["/_multipart 200", "/_part 200", "/_multipart_complete 200"] {
         assert!(log.contains(line), "no {line:?} in the hub log:\n{log}");
     }
-    assert!(!log.contains("/_upload "), "a single upload was used:\n{log}");
+    assert!(
+        !log.contains("/_upload "),
+        "a single upload was used:\n{log}"
+    );
     assert_eq!(lib.pull(None, "alice/pushed/big:latest").await, big);
     lib.assert_nothing_stored(&[], "after the pushes");
 
     // search: collections, containers and their images the viewer may read.
     let found: Value =
         serde_json::from_str(&lib.libclient_ok(None, &["search", "pushed"]).await).unwrap();
-    let names = |kind: &str| -> Vec<String> {
-        found[kind]
-            .as_array()
-            .unwrap_or(&Vec::new())
-            .iter()
-            .map(|item| item["name"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    };
-    assert_eq!(names("collection"), ["pushed"], "{found}");
+    assert_eq!(names(&found, "collection"), ["pushed"], "{found}");
     let found: Value =
         serde_json::from_str(&lib.libclient_ok(None, &["search", "tool"]).await).unwrap();
-    assert_eq!(names("container"), ["tools", "tool"], "{found}");
+    assert_eq!(names(&found, "container"), ["tools", "tool"], "{found}");
     let hashes: Vec<&str> = found["image"]
         .as_array()
         .unwrap()
@@ -393,27 +482,49 @@ async fn clients_pull_push_and_search(lib: &Library) {
     // The client's own error texts for 404, 401 and 403.
     let out = lib.work.path().join("missing.sif");
     let err = lib
-        .libclient_err(None, &["pull", "alice/analysis/nothing:latest", out.to_str().unwrap()])
+        .libclient_err(
+            None,
+            &[
+                "pull",
+                "alice/analysis/nothing:latest",
+                out.to_str().unwrap(),
+            ],
+        )
         .await;
-    assert!(err.contains("requested image was not found in the library"), "{err}");
+    assert!(
+        err.contains("requested image was not found in the library"),
+        "{err}"
+    );
     let other = pseudo_random_bytes(MIB, 4);
     let other_file = lib.file("other.sif", &other);
     let other_path = other_file.to_str().unwrap();
     let err = lib
-        .libclient_err(Some("not-a-token"), &["push", other_path, "alice/pushed/tool"])
+        .libclient_err(
+            Some("not-a-token"),
+            &["push", other_path, "alice/pushed/tool"],
+        )
         .await;
     assert!(err.contains("(401 Unauthorized)"), "{err}");
     let err = lib
-        .libclient_err(Some(&lib.read_token), &["push", other_path, "alice/pushed/tool"])
+        .libclient_err(
+            Some(&lib.read_token),
+            &["push", other_path, "alice/pushed/tool"],
+        )
         .await;
     assert!(err.contains("(403 Forbidden)"), "{err}");
     // bob may write neither alice's collection nor her entity.
     let err = lib
-        .libclient_err(Some(&lib.bob_token), &["push", other_path, "alice/pushed/tool"])
+        .libclient_err(
+            Some(&lib.bob_token),
+            &["push", other_path, "alice/pushed/tool"],
+        )
         .await;
     assert!(err.contains("(403 Forbidden)"), "{err}");
     let err = lib
-        .libclient_err(Some(&lib.bob_token), &["push", other_path, "alice/fresh/tool"])
+        .libclient_err(
+            Some(&lib.bob_token),
+            &["push", other_path, "alice/fresh/tool"],
+        )
         .await;
     assert!(err.contains("(403 Forbidden)"), "{err}");
     assert!(lib
@@ -423,16 +534,33 @@ async fn clients_pull_push_and_search(lib: &Library) {
         .unwrap()
         .is_none());
     // Unknown routes under /v1/ answer in the envelope too.
-    let (status, body) = lib.api("GET", "/v1/oci-redirect/alice/pushed/tool:v1", "", None).await;
+    let (status, body) = lib
+        .api("GET", "/v1/oci-redirect/alice/pushed/tool:v1", "", None)
+        .await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], 404, "{body}");
+}
+
+/// The names of the search results of one kind.
+fn names(found: &Value, kind: &str) -> Vec<String> {
+    found[kind]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|item| item["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// Announces `bytes` as an image of `alice/pushed/tool`; returns its
 /// library id.
 async fn announce(lib: &Library, bytes: &[u8]) -> String {
     let (status, container) = lib
-        .api("GET", "/v1/containers/alice/pushed/tool", &lib.push_token, None)
+        .api(
+            "GET",
+            "/v1/containers/alice/pushed/tool",
+            &lib.push_token,
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{container}");
     let (status, image) = lib
@@ -496,7 +624,12 @@ async fn bad_uploads_publish_nothing(lib: &Library) {
         assert_eq!(url.starts_with(&lib.url()), lib.s3.is_none(), "{url}");
         let put = client.put(&url).body(body.to_vec()).send().await.unwrap();
         let (status, answer) = lib
-            .api("PUT", &format!("/v2/imagefile/{id}/_complete"), &lib.push_token, None)
+            .api(
+                "PUT",
+                &format!("/v2/imagefile/{id}/_complete"),
+                &lib.push_token,
+                None,
+            )
             .await;
         if lib.s3.is_none() {
             // The hub checks the bytes as they arrive.
@@ -507,7 +640,10 @@ async fn bad_uploads_publish_nothing(lib: &Library) {
         lib.assert_nothing_stored(&[&good_hex, &wrong_hex], what);
     }
     for digest in [&good_hex, &wrong_hex] {
-        let found = lib.db.find_image_by_digest(&format!("sha256:{digest}")).await;
+        let found = lib
+            .db
+            .find_image_by_digest(&format!("sha256:{digest}"))
+            .await;
         assert!(found.unwrap().is_none());
     }
     let (status, image) = lib
@@ -518,7 +654,11 @@ async fn bad_uploads_publish_nothing(lib: &Library) {
             None,
         )
         .await;
-    assert_eq!((status, &image["data"]["uploaded"]), (200, &json!(false)), "{image}");
+    assert_eq!(
+        (status, &image["data"]["uploaded"]),
+        (200, &json!(false)),
+        "{image}"
+    );
 
     // A truncated part of a multipart upload (through the hub on every
     // storage), and on a local folder a truncated single upload.
@@ -584,7 +724,12 @@ async fn bad_uploads_publish_nothing(lib: &Library) {
         );
         lib.assert_nothing_stored(&[&good_hex], "a truncated upload");
         let (status, answer) = lib
-            .api("PUT", &format!("/v2/imagefile/{id}/_complete"), &lib.push_token, None)
+            .api(
+                "PUT",
+                &format!("/v2/imagefile/{id}/_complete"),
+                &lib.push_token,
+                None,
+            )
             .await;
         assert_eq!(status, 422, "{answer}");
     }
@@ -596,7 +741,12 @@ async fn bad_uploads_publish_nothing(lib: &Library) {
         .is_none());
     // No tag names anything new.
     let (_, container) = lib
-        .api("GET", "/v1/containers/alice/pushed/tool", &lib.push_token, None)
+        .api(
+            "GET",
+            "/v1/containers/alice/pushed/tool",
+            &lib.push_token,
+            None,
+        )
         .await;
     let (status, tags) = lib
         .api(

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
@@ -152,6 +152,23 @@ fn data<T: Serialize>(value: T) -> Response {
 }
 
 type Answer = Result<Response, LibraryError>;
+
+/// A JSON request body, read whatever its `Content-Type`: the library
+/// client sends none. Bad JSON is a 400 in the envelope.
+struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = LibraryError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| LibraryError::BadRequest(format!("cannot read the request body: {e}")))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| LibraryError::BadRequest(format!("invalid JSON request body: {e}")))
+    }
+}
 
 /// The library routes, mounted at the root.
 pub fn routes() -> Router<AppState> {
@@ -632,7 +649,7 @@ struct NewEntity {
 async fn create_entity(
     State(state): State<AppState>,
     viewer: Viewer,
-    Json(request): Json<NewEntity>,
+    JsonBody(request): JsonBody<NewEntity>,
 ) -> Answer {
     let (_, login) = pusher(&viewer)?;
     if !request.name.eq_ignore_ascii_case(&login) {
@@ -680,7 +697,7 @@ struct NewCollection {
 async fn create_collection(
     State(state): State<AppState>,
     viewer: Viewer,
-    Json(request): Json<NewCollection>,
+    JsonBody(request): JsonBody<NewCollection>,
 ) -> Answer {
     let (_, login) = pusher(&viewer)?;
     check_ref_part("collection", &request.name)?;
@@ -734,7 +751,7 @@ struct NewContainer {
 async fn create_container(
     State(state): State<AppState>,
     viewer: Viewer,
-    Json(request): Json<NewContainer>,
+    JsonBody(request): JsonBody<NewContainer>,
 ) -> Answer {
     let (_, login) = pusher(&viewer)?;
     check_ref_part("container", &request.name)?;
@@ -911,7 +928,7 @@ struct NewLibraryImage {
 async fn create_image(
     State(state): State<AppState>,
     viewer: Viewer,
-    Json(request): Json<NewLibraryImage>,
+    JsonBody(request): JsonBody<NewLibraryImage>,
 ) -> Answer {
     let (user_id, _) = pusher(&viewer)?;
     let digest = digest_of_hash(&request.hash).ok_or_else(|| {
@@ -1085,7 +1102,7 @@ async fn set_tag_v1(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(container): Path<String>,
-    Json(request): Json<TagRequest>,
+    JsonBody(request): JsonBody<TagRequest>,
 ) -> Answer {
     set_tag(&state, &viewer, &container, request).await
 }
@@ -1094,7 +1111,7 @@ async fn set_tag_v2(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(container): Path<String>,
-    Json(request): Json<TagRequest>,
+    JsonBody(request): JsonBody<TagRequest>,
 ) -> Answer {
     set_tag(&state, &viewer, &container, request).await
 }
@@ -1269,7 +1286,7 @@ async fn start_upload(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(image): Path<String>,
-    Json(request): Json<UploadRequest>,
+    JsonBody(request): JsonBody<UploadRequest>,
 ) -> Answer {
     let (upload, _, _) = writable_upload(&state, &viewer, &image).await?;
     let size = announced_size(request.filesize)?;
@@ -1485,7 +1502,7 @@ async fn start_multipart(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(image): Path<String>,
-    Json(request): Json<MultipartStart>,
+    JsonBody(request): JsonBody<MultipartStart>,
 ) -> Answer {
     let (upload, _, _) = writable_upload(&state, &viewer, &image).await?;
     let size = announced_size(request.filesize)?;
@@ -1553,7 +1570,7 @@ async fn part_url(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(image): Path<String>,
-    Json(request): Json<PartRequest>,
+    JsonBody(request): JsonBody<PartRequest>,
 ) -> Answer {
     let (_, _, _, size) = current_multipart(&state, &viewer, &image, &request.upload_id).await?;
     let total_parts = size.div_ceil(PART_SIZE);
@@ -1654,7 +1671,7 @@ async fn complete_multipart(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(image): Path<String>,
-    Json(request): Json<MultipartComplete>,
+    JsonBody(request): JsonBody<MultipartComplete>,
 ) -> Answer {
     let (upload, repo, container, size) =
         current_multipart(&state, &viewer, &image, &request.upload_id).await?;
@@ -1739,7 +1756,7 @@ async fn abort_multipart(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(image): Path<String>,
-    Json(request): Json<MultipartAbort>,
+    JsonBody(request): JsonBody<MultipartAbort>,
 ) -> Answer {
     let (upload, _, _, _) = current_multipart(&state, &viewer, &image, &request.upload_id).await?;
     discard_parts(&state, &upload).await?;

@@ -42,6 +42,7 @@ struct Library {
     push_token: String,
     read_token: String,
     bob_token: String,
+    database_url: String,
     work: tempfile::TempDir,
     _data: tempfile::TempDir,
 }
@@ -79,6 +80,7 @@ impl Library {
             push_token,
             read_token,
             bob_token,
+            database_url: db_url,
             work: tempfile::tempdir().unwrap(),
             _data: data,
         }
@@ -179,6 +181,32 @@ impl Library {
         assert!(
             leftovers.is_empty(),
             "{context}: storage keeps {leftovers:?}"
+        );
+    }
+
+    /// Runs one SQL statement on the hub's database with the backend's own
+    /// command-line client.
+    fn sql(&self, statement: &str) {
+        let out = match self.database_url.strip_prefix("sqlite://") {
+            Some(path) => Command::new(sifhub_tests::system_tool("sqlite3", "sqlite3"))
+                .args([path, statement])
+                .output()
+                .unwrap(),
+            None => Command::new(sifhub_tests::system_tool("psql", "postgresql-client"))
+                .args([
+                    self.database_url.as_str(),
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    statement,
+                ])
+                .output()
+                .unwrap(),
+        };
+        assert!(
+            out.status.success(),
+            "{statement}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
@@ -761,9 +789,113 @@ async fn bad_uploads_publish_nothing(lib: &Library) {
     assert_eq!(names, ["v1", "v1-again"], "{tags}");
 }
 
+/// A multipart upload its client abandoned (a part staged, never
+/// completed or aborted) is cleared once it is stale, when another upload
+/// starts.
+async fn abandoned_uploads_are_swept(lib: &Library) {
+    let abandoned = pseudo_random_bytes(MIB, 8);
+    let id = announce(lib, &abandoned).await;
+    let (status, started) = lib
+        .api(
+            "POST",
+            &format!("/v2/imagefile/{id}/_multipart"),
+            &lib.push_token,
+            Some(json!({"filesize": abandoned.len()})),
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    let upload_id = started["data"]["uploadID"].as_str().unwrap().to_owned();
+    let (status, part) = lib
+        .api(
+            "PUT",
+            &format!("/v2/imagefile/{id}/_multipart"),
+            &lib.push_token,
+            Some(json!({"partSize": abandoned.len(), "uploadID": upload_id, "partNumber": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{part}");
+    let put = reqwest::Client::new()
+        .put(part["data"]["presignedURL"].as_str().unwrap())
+        .body(abandoned.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    assert_eq!(
+        put.headers()["etag"].to_str().unwrap(),
+        format!("\"{}\"", sha256_hex(&abandoned))
+    );
+    let staged = |lib: &Library| {
+        lib.stored_files()
+            .into_iter()
+            .filter(|f| f.contains("uploads/library/"))
+            .count()
+    };
+    assert_eq!(staged(lib), 1, "{:?}", lib.stored_files());
+    // A day later, another upload starts.
+    let number = id.strip_prefix("upload-").unwrap();
+    lib.sql(&format!(
+        "UPDATE library_uploads SET updated_at = 0 WHERE id = {number}"
+    ));
+    let next = announce(lib, &pseudo_random_bytes(MIB, 9)).await;
+    let (status, answer) = lib
+        .api(
+            "POST",
+            &format!("/v2/imagefile/{next}"),
+            &lib.push_token,
+            Some(json!({"filesize": MIB})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    lib.assert_nothing_stored(&[], "after an abandoned upload went stale");
+    assert!(
+        lib.hub.log().contains(&format!("abandoned upload {id} ")),
+        "{}",
+        lib.hub.log()
+    );
+    let (status, answer) = lib
+        .api(
+            "PUT",
+            &format!("/v2/imagefile/{id}/_multipart_complete"),
+            &lib.push_token,
+            Some(json!({"uploadID": upload_id, "completedParts": [
+                {"partNumber": 1, "token": sha256_hex(&abandoned)}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 404, "{answer}");
+}
+
+/// The service discovery and token check apptainer's `remote` commands use,
+/// and the container page's badge for pushed images.
+async fn discovery_token_status_and_pages(lib: &Library) {
+    let (status, config) = lib
+        .api("GET", "/assets/config/config.prod.json", "", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(config["libraryAPI"]["uri"], lib.url(), "{config}");
+    let (status, answer) = lib
+        .api("GET", "/v1/token-status", &lib.read_token, None)
+        .await;
+    assert_eq!((status, &answer["data"]["status"]), (200, &json!("valid")));
+    for token in ["", "not-a-token"] {
+        let (status, answer) = lib.api("GET", "/v1/token-status", token, None).await;
+        assert_eq!((status, &answer["error"]["code"]), (401, &json!(401)));
+    }
+    let page = |path: &'static str| async move {
+        let response = reqwest::get(format!("{}{path}", lib.url())).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        response.text().await.unwrap()
+    };
+    assert!(page("/alice/pushed/tool").await.contains("(pushed)"));
+    assert!(!page("/alice/analysis/tools").await.contains("(pushed)"));
+}
+
 async fn run(lib: Library) {
     clients_pull_push_and_search(&lib).await;
     bad_uploads_publish_nothing(&lib).await;
+    abandoned_uploads_are_swept(&lib).await;
+    discovery_token_status_and_pages(&lib).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

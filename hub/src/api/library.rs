@@ -64,6 +64,11 @@ const SIGNED_UPLOAD_BYTES_PER_SEC: u64 = 1024 * 1024;
 const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
 /// Most results of each kind a search returns.
 const SEARCH_LIMIT: i64 = 50;
+/// An upload untouched this long was abandoned by its client: longer
+/// than any signed URL lives.
+const STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Abandoned uploads cleared each time an upload starts.
+const STALE_UPLOADS_PER_SWEEP: i64 = 10;
 /// Library ids of announced images not yet published start with this.
 const UPLOAD_ID_PREFIX: &str = "upload-";
 
@@ -1280,6 +1285,36 @@ fn announced_size(size: i64) -> Result<u64, LibraryError> {
         .ok_or_else(|| LibraryError::BadRequest(format!("invalid file size {size}")))
 }
 
+/// Deletes what abandoned uploads staged (a client that died between
+/// parts, or never completed) and forgets their secrets; run whenever an
+/// upload starts, so staged objects never pile up.
+async fn sweep_stale_uploads(state: &AppState) -> Result<(), LibraryError> {
+    let before = Timestamp::now().minus(STALE_UPLOAD_AGE);
+    for upload in state
+        .db
+        .stale_library_uploads(before, STALE_UPLOADS_PER_SWEEP)
+        .await?
+    {
+        discard_parts(state, &upload).await?;
+        state
+            .storage
+            .delete(&StorageKey::LibraryUpload {
+                upload_id: upload.id,
+            })
+            .await?;
+        state
+            .db
+            .finish_library_upload(upload.id, None, Timestamp::now())
+            .await?;
+        tracing::info!(
+            "library: abandoned upload {UPLOAD_ID_PREFIX}{} ({}) cleared",
+            upload.id,
+            upload.digest
+        );
+    }
+    Ok(())
+}
+
 /// `POST /v2/imagefile/<id>`: where to `PUT` the image. A signed S3 URL on
 /// S3 (for images up to one S3 `PUT`), the hub's own URL otherwise.
 async fn start_upload(
@@ -1290,6 +1325,7 @@ async fn start_upload(
 ) -> Answer {
     let (upload, _, _) = writable_upload(&state, &viewer, &image).await?;
     let size = announced_size(request.filesize)?;
+    sweep_stale_uploads(&state).await?;
     if !request.sha256sum.is_empty() && request.sha256sum != upload_hex(&upload) {
         return Err(LibraryError::BadRequest(format!(
             "sha256 {} is not the announced image's {}",
@@ -1512,6 +1548,7 @@ async fn start_multipart(
             "an image of {size} bytes needs more than {MAX_PARTS} parts of {PART_SIZE} bytes"
         )));
     }
+    sweep_stale_uploads(&state).await?;
     discard_parts(&state, &upload).await?;
     let upload_id = new_secret()?;
     state

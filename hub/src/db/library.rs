@@ -367,6 +367,27 @@ impl Db {
         .map_err(DbError::query("finish library upload"))
     }
 
+    /// Uploads under way (holding a secret) untouched since before
+    /// `before`: abandoned by their client, at most `limit`.
+    pub async fn stale_library_uploads(
+        &self,
+        before: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<LibraryUpload>, DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT * FROM library_uploads
+                 WHERE secret_hash IS NOT NULL AND updated_at < $1
+                 ORDER BY updated_at LIMIT $2",
+            )
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(DbError::query("list stale library uploads"))
+    }
+
     /// Repositories the viewer may read whose owner or name contains `value`.
     pub async fn search_collections(
         &self,

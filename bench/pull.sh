@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pull throughput of one 1 GiB image through each of the hub's APIs, side
+# Pull throughput of one 1 GiB image (SIZE_MIB to change) through each of the hub's APIs, side
 # by side in one hyperfine run, against nginx serving the same file from
 # the storage folder (sendfile):
 #   nginx     GET /images/sha256/<hex>.sif straight from the storage folder
@@ -17,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sifhub/target}
 runs=${RUNS:-5}
+size_mib=${SIZE_MIB:-1024}
 
 bash scripts/install-deps.sh bench
 cargo build --release --quiet --bin sifhub -p sifhub --example bench_seed
@@ -40,7 +41,7 @@ port=$(free_port)
 hub=http://127.0.0.1:$port
 export SIFHUB_DATA_DIR=$work/data SIFHUB_LISTEN=127.0.0.1:$port SIFHUB_WORKER_SLOTS=0 SIFHUB_LOG=warn
 mkdir -p "$SIFHUB_DATA_DIR"
-head -c 1073741824 /dev/urandom >"$work/big.sif"
+head -c $((size_mib * 1048576)) /dev/urandom >"$work/big.sif"
 hex=$("$seed" "$work/big.sif" bench/analysis analysis big)
 rm "$work/big.sif"
 "$bin" serve >"$work/serve.log" 2>&1 &
@@ -105,15 +106,16 @@ for api in "${apis[@]}"; do
   names+=("$name")
 done
 
-echo "== pull 1 GiB over loopback through each API vs nginx on the same file ($runs runs each)"
+echo "== pull $size_mib MiB over loopback through each API vs nginx on the same file ($runs runs each)"
 hyperfine "${args[@]}" >/dev/null
-python3 - "$work/pull.json" "${names[@]}" <<'PY'
+python3 - "$work/pull.json" "$size_mib" "${names[@]}" <<'PY'
 import json, statistics, sys
 results = json.load(open(sys.argv[1]))["results"]
-names = sys.argv[2:]
+size = int(sys.argv[2]) * 1048576
+names = sys.argv[3:]
 base = statistics.median(results[names.index("nginx")]["times"])
 for name, r in zip(names, results):
     median = statistics.median(r["times"])
     print(f"{name:>9}: median {median:.3f} s (min {min(r['times']):.3f}, max {max(r['times']):.3f}), "
-          f"{1073741824 / median / 1e6:.0f} MB/s, {median / base:.2f}x nginx's time")
+          f"{size / median / 1e6:.0f} MB/s, {median / base:.2f}x nginx's time")
 PY

@@ -221,7 +221,7 @@ async fn unknown_route(method: Method, Path(rest): Path<String>) -> Response {
 
 // ---- the JSON model, as the client's `models.go` reads it ----
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct EntityJson {
     id: String,
@@ -236,7 +236,7 @@ struct EntityJson {
     created_by: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct CollectionJson {
     id: String,
@@ -254,7 +254,7 @@ struct CollectionJson {
     created_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct ContainerJson {
     id: String,
@@ -280,7 +280,7 @@ struct ContainerJson {
     created_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct ImageJson {
     id: String,
@@ -350,14 +350,8 @@ fn entity_json(name: &str, collections: &[Repository]) -> EntityJson {
     EntityJson {
         id: name.to_lowercase(),
         name: name.to_lowercase(),
-        description: String::new(),
         collections: collections.iter().map(|r| r.id.to_string()).collect(),
-        size: 0,
-        quota: 0,
-        default_private: false,
-        custom_data: String::new(),
-        deleted: false,
-        created_by: String::new(),
+        ..EntityJson::default()
     }
 }
 
@@ -369,16 +363,12 @@ async fn collection_json(
     Ok(CollectionJson {
         id: repo.id.to_string(),
         name: repo.name.clone(),
-        description: String::new(),
         entity: repo.owner.to_lowercase(),
         entity_name: repo.owner.to_lowercase(),
         containers: containers.iter().map(|c| c.id.to_string()).collect(),
-        size: 0,
         private: repo.private,
-        custom_data: String::new(),
-        deleted: false,
-        created_by: String::new(),
         created_at: rfc3339(repo.created_at),
+        ..CollectionJson::default()
     })
 }
 
@@ -398,8 +388,6 @@ async fn container_json(
     Ok(ContainerJson {
         id: container.id.to_string(),
         name: container.name.clone(),
-        description: String::new(),
-        full_description: String::new(),
         collection: repo.id.to_string(),
         collection_name: repo.name.clone(),
         entity: repo.owner.to_lowercase(),
@@ -408,14 +396,9 @@ async fn container_json(
         arch_tags: BTreeMap::from([(HUB_ARCH.to_owned(), image_tags.clone())]),
         image_tags,
         size: images.iter().map(|(_, size)| size).sum(),
-        download_count: 0,
-        stars: 0,
         private: repo.private,
-        read_only: false,
-        custom_data: String::new(),
-        deleted: false,
-        created_by: String::new(),
         created_at: rfc3339(container.created_at),
+        ..ContainerJson::default()
     })
 }
 
@@ -433,23 +416,11 @@ async fn image_json(
     let mut json = ImageJson {
         id: image.id.to_string(),
         hash: library_hash(&image.digest),
-        description: String::new(),
-        container: String::new(),
         size: image.size,
         uploaded: true,
         arch: HUB_ARCH.to_owned(),
-        custom_data: String::new(),
-        entity: String::new(),
-        entity_name: String::new(),
-        collection: String::new(),
-        collection_name: String::new(),
-        container_name: String::new(),
-        tags: Vec::new(),
-        container_stars: 0,
-        container_downloads: 0,
-        deleted: false,
-        created_by: String::new(),
         created_at: rfc3339(image.created_at),
+        ..ImageJson::default()
     };
     if let Some(Place { repo, container }) = place {
         place_image(&mut json, repo, container);
@@ -484,22 +455,11 @@ fn pending_image_json(
         id: format!("{UPLOAD_ID_PREFIX}{}", upload.id),
         hash: library_hash(&upload.digest),
         description: upload.description.clone(),
-        container: String::new(),
         size: upload.size.unwrap_or(0),
         uploaded: false,
         arch: HUB_ARCH.to_owned(),
-        custom_data: String::new(),
-        entity: String::new(),
-        entity_name: String::new(),
-        collection: String::new(),
-        collection_name: String::new(),
-        container_name: String::new(),
-        tags: Vec::new(),
-        container_stars: 0,
-        container_downloads: 0,
-        deleted: false,
-        created_by: String::new(),
         created_at: rfc3339(upload.created_at),
+        ..ImageJson::default()
     };
     place_image(&mut json, repo, container);
     json

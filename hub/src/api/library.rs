@@ -1562,6 +1562,21 @@ struct PartRequest {
     sha256sum: String,
 }
 
+/// Checks that part `number` of `part_size` bytes fits an upload of
+/// `size` bytes in parts of [`PART_SIZE`].
+fn check_part(size: u64, number: i64, part_size: i64) -> Result<(), LibraryError> {
+    let total_parts = size.div_ceil(PART_SIZE);
+    let number_ok = u64::try_from(number).is_ok_and(|n| (1..=total_parts).contains(&n));
+    let size_ok = u64::try_from(part_size).is_ok_and(|s| s > 0 && s <= PART_SIZE);
+    if number_ok && size_ok {
+        Ok(())
+    } else {
+        Err(LibraryError::BadRequest(format!(
+            "part {number} of {part_size} bytes does not fit an upload of {total_parts} parts of at most {PART_SIZE} bytes"
+        )))
+    }
+}
+
 /// `PUT /v2/imagefile/<id>/_multipart`: the URL to `PUT` one part to.
 async fn part_url(
     State(state): State<AppState>,
@@ -1570,16 +1585,7 @@ async fn part_url(
     JsonBody(request): JsonBody<PartRequest>,
 ) -> Answer {
     let (_, _, _, size) = current_multipart(&state, &viewer, &image, &request.upload_id).await?;
-    let total_parts = size.div_ceil(PART_SIZE);
-    let number_ok =
-        u64::try_from(request.part_number).is_ok_and(|n| (1..=total_parts).contains(&n));
-    let size_ok = u64::try_from(request.part_size).is_ok_and(|s| s > 0 && s <= PART_SIZE);
-    if !number_ok || !size_ok {
-        return Err(LibraryError::BadRequest(format!(
-            "part {} of {} bytes does not fit an upload of {total_parts} parts of at most {PART_SIZE} bytes",
-            request.part_number, request.part_size
-        )));
-    }
+    check_part(size, request.part_number, request.part_size)?;
     let sha256 = request.sha256sum.to_lowercase();
     if !sha256.is_empty() && digest_of_hash(&format!("sha256.{sha256}")).is_none() {
         return Err(LibraryError::BadRequest(format!(
@@ -1616,11 +1622,19 @@ async fn receive_part(
     body: Body,
 ) -> Result<Response, LibraryError> {
     let upload = find_upload(&state, &image).await?;
-    if !(upload.multipart && secret_matches(&upload, &query.upload_id)) || query.part < 1 {
-        return Err(LibraryError::Forbidden(format!(
-            "this part URL of {image} is not valid (any more)"
-        )));
-    }
+    let size = match upload.size {
+        Some(size) if upload.multipart && secret_matches(&upload, &query.upload_id) => size,
+        _ => {
+            return Err(LibraryError::Forbidden(format!(
+                "this part URL of {image} is not valid (any more)"
+            )))
+        }
+    };
+    check_part(
+        u64::try_from(size).unwrap_or(0),
+        query.part,
+        i64::try_from(query.size).unwrap_or(i64::MAX),
+    )?;
     let key = StorageKey::LibraryPart {
         upload_id: upload.id,
         part: query.part,
@@ -1790,6 +1804,17 @@ mod tests {
             library_hash(&format!("sha256:{hex}")),
             format!("sha256.{hex}")
         );
+    }
+
+    #[test]
+    fn parts_must_fit_the_announced_size() {
+        let size = PART_SIZE + 10;
+        assert!(check_part(size, 1, PART_SIZE as i64).is_ok());
+        assert!(check_part(size, 2, 10).is_ok());
+        assert!(check_part(size, 3, 10).is_err());
+        assert!(check_part(size, 0, 10).is_err());
+        assert!(check_part(size, 1, PART_SIZE as i64 + 1).is_err());
+        assert!(check_part(size, 1, 0).is_err());
     }
 
     #[test]

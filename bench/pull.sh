@@ -6,9 +6,9 @@
 #   download  GET /download/sha256/<hex>
 #   library   libclient pull bench/analysis/analysis:big (the client package
 #             apptainer uses for library://: /version, then /v1/imagefile/…)
-#   shub      the `image` URL of /api/container/bench/analysis:big, and
-#   oci       GET /v2/bench/analysis/analysis/blobs/sha256:<hex>,
-#             each when the hub answers them (they come with their APIs).
+#   shub      the `image` URL of /api/container/bench/analysis:big
+#   oci       GET /v2/bench/analysis/analysis/blobs/sha256:<hex>
+# (an API the hub does not answer is left out, and said so).
 # Prints hyperfine's table (A vs the others) and one MB/s line per API.
 # Release build; SQLite and a local storage folder (the default hub).
 # Needs: hyperfine, nginx-light, curl, python3 (install-deps.sh bench) and

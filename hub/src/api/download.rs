@@ -125,7 +125,7 @@ async fn by_tag(
 }
 
 /// One resolved image to answer with; the library API serves its pulls
-/// through it too.
+/// and the OCI API its blobs with it too.
 pub(crate) struct Download {
     pub(crate) key: StorageKey,
     pub(crate) filename: String,

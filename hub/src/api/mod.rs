@@ -7,6 +7,8 @@ use crate::serve::AppState;
 
 pub mod download;
 pub mod library;
+pub mod oci;
+pub mod shub;
 pub mod webhook;
 pub mod worker;
 
@@ -15,6 +17,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(download::routes())
         .merge(library::routes())
+        .merge(oci::routes())
+        .merge(shub::routes())
         .merge(webhook::routes())
         .nest(crate::worker::protocol::PREFIX, worker::routes())
 }

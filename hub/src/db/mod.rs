@@ -45,10 +45,12 @@ use sqlx::{ConnectOptions as _, Connection as _};
 mod access;
 mod build_logs;
 mod catalog;
+mod container_images;
 mod deliveries;
 mod images;
 mod library;
 mod migrate;
+mod registry_tokens;
 mod scans;
 mod tokens;
 mod views;
@@ -63,6 +65,7 @@ pub(crate) use catalog::{
 pub use catalog::{
     Container, Installation, NewRepository, NewUser, Recipe, Repository, RepositorySettings, User,
 };
+pub use container_images::TagAndImage;
 pub use deliveries::WebhookDelivery;
 pub(crate) use deliveries::{record_delivery_in, set_delivery_outcome_in};
 pub(crate) use images::{check_digest, image_size, insert_image_in, set_tag_in, UPSERT_TAG};

@@ -6,7 +6,9 @@
 //! back byte for byte and is marked pushed; a push over 64 MiB goes
 //! through the multipart endpoints; search finds collections, containers
 //! and images; an unknown image, a bad token, a read-only token and a
-//! stranger's token fail with the client's own texts for 404 / 401 / 403.
+//! stranger's token fail with the client's own texts for 404 / 401 / 403;
+//! a private collection is 404 on every route for those who may not read
+//! it and pulls with its owner's token; a revoked token gets 401.
 //! Driven with reqwest directly: an upload whose bytes do not match the
 //! announced sha256 or size publishes nothing, and a truncated upload
 //! leaves nothing in storage.
@@ -891,11 +893,121 @@ async fn discovery_token_status_and_pages(lib: &Library) {
     assert!(!page("/alice/analysis/tools").await.contains("(pushed)"));
 }
 
+/// A private collection answers 404 to anyone who may not read it, through
+/// every library route, and its content to its owner; a revoked token is
+/// refused with 401.
+async fn private_collections_answer_only_their_readers(lib: &Library) {
+    let secret = pseudo_random_bytes(MIB + 11, 10);
+    let file = lib.file("secret.sif", &secret);
+    lib.libclient_ok(
+        Some(&lib.push_token),
+        &["push", file.to_str().unwrap(), "alice/secret/tool", "v1"],
+    )
+    .await;
+    let repo = lib
+        .db
+        .find_repository("alice", "secret")
+        .await
+        .unwrap()
+        .unwrap();
+    lib.db
+        .update_repository_settings(
+            repo.id,
+            &RepositorySettings {
+                private: true,
+                ..RepositorySettings::default()
+            },
+        )
+        .await
+        .unwrap();
+    let out = lib.work.path().join("secret-pulled.sif");
+    for token in [None, Some(lib.bob_token.as_str())] {
+        let err = lib
+            .libclient_err(
+                token,
+                &["pull", "alice/secret/tool:v1", out.to_str().unwrap()],
+            )
+            .await;
+        assert!(
+            err.contains("requested image was not found in the library"),
+            "{err}"
+        );
+        for path in [
+            "/v1/collections/alice/secret".to_owned(),
+            "/v1/containers/alice/secret/tool".to_owned(),
+            "/v1/images/alice/secret/tool:v1".to_owned(),
+            format!(
+                "/v1/images/alice/secret/tool:sha256.{}",
+                sha256_hex(&secret)
+            ),
+            format!("/v1/collections/{}", repo.id),
+        ] {
+            let (status, body) = lib.api("GET", &path, token.unwrap_or(""), None).await;
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (404, &json!(404)),
+                "{path}"
+            );
+        }
+        let found: Value =
+            serde_json::from_str(&lib.libclient_ok(token, &["search", "secret"]).await).unwrap();
+        assert!(names(&found, "collection").is_empty(), "{found}");
+    }
+    assert_eq!(
+        lib.pull(Some(&lib.read_token), "alice/secret/tool:v1")
+            .await,
+        secret
+    );
+    let found: Value = serde_json::from_str(
+        &lib.libclient_ok(Some(&lib.read_token), &["search", "secret"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(names(&found, "collection"), ["secret"], "{found}");
+
+    let token_id = lib
+        .db
+        .list_user_tokens(alice_id(lib).await)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|token| token.scope == TokenScope::Read)
+        .unwrap()
+        .id;
+    assert!(lib
+        .db
+        .revoke_token(token_id, Timestamp::now())
+        .await
+        .unwrap());
+    let err = lib
+        .libclient_err(
+            Some(&lib.read_token),
+            &["pull", "alice/secret/tool:v1", out.to_str().unwrap()],
+        )
+        .await;
+    assert!(err.contains("(401 Unauthorized)"), "{err}");
+    let (status, _) = lib
+        .api("GET", "/v1/token-status", &lib.read_token, None)
+        .await;
+    assert_eq!(status, 401);
+}
+
+/// alice's user id.
+async fn alice_id(lib: &Library) -> i64 {
+    lib.db
+        .find_user_by_login("alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
 async fn run(lib: Library) {
     clients_pull_push_and_search(&lib).await;
     bad_uploads_publish_nothing(&lib).await;
     abandoned_uploads_are_swept(&lib).await;
     discovery_token_status_and_pages(&lib).await;
+    private_collections_answer_only_their_readers(&lib).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

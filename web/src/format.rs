@@ -16,6 +16,22 @@ pub fn rfc3339(millis: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// How long before `now` the time `millis` was, in words: `just now`,
+/// `5 minutes ago`, `3 days ago`; a time ahead reads `just now`.
+pub fn relative(millis: i64, now: i64) -> String {
+    let seconds = (now - millis).max(0) / 1000;
+    let (count, unit) = match seconds {
+        0..=59 => return "just now".to_owned(),
+        60..=3_599 => (seconds / 60, "minute"),
+        3_600..=86_399 => (seconds / 3_600, "hour"),
+        86_400..=2_591_999 => (seconds / 86_400, "day"),
+        2_592_000..=31_535_999 => (seconds / 2_592_000, "month"),
+        _ => (seconds / 31_536_000, "year"),
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {unit}{plural} ago")
+}
+
 /// An optional time, `—` when absent.
 pub fn when_opt(millis: Option<i64>) -> String {
     millis.map_or_else(|| "—".to_owned(), when)
@@ -65,5 +81,10 @@ mod tests {
         assert_eq!(duration(0, 61_000), "1m 1s");
         assert_eq!(duration(0, 3_723_000), "1h 2m 3s");
         assert_eq!(duration(10, 0), "0s");
+        assert_eq!(relative(0, 59_000), "just now");
+        assert_eq!(relative(0, 60_000), "1 minute ago");
+        assert_eq!(relative(0, 7_200_000), "2 hours ago");
+        assert_eq!(relative(0, 3 * 86_400_000), "3 days ago");
+        assert_eq!(relative(1_000, 0), "just now");
     }
 }

@@ -76,7 +76,8 @@ pub use scans::RepositoryScan;
 pub(crate) use scans::{finish_scan_in, request_scan_in};
 pub use tokens::{hash_token, ApiToken, NewToken, TokenScope};
 pub use views::{
-    BuildDetail, BuildEntry, CatalogEntry, CatalogOrder, ContainerEntry, TagMoveEntry, TaggedImage,
+    BuildDetail, BuildEntry, BuildFilter, BuildListEntry, CatalogEntry, CatalogOrder,
+    ContainerEntry, TagMoveEntry, TaggedImage,
 };
 
 /// How long a SQLite writer waits for another before giving up.

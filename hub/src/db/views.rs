@@ -1,6 +1,7 @@
 //! What the web pages read: catalog pages, a collection's containers, a
-//! container's tags, build lists and a build. Read-only; private
-//! repositories are left out until access control arrives. Every list is
+//! container's tags, build lists and a build. Read-only; lists and builds
+//! leave out private repositories the viewer may not read
+//! ([`visible_sql!`]). Every list is
 //! bounded (LIMIT/OFFSET or a fixed count) and walks an index: the catalog
 //! `repositories_owner_name`, builds `builds_recipe`.
 
@@ -80,6 +81,24 @@ pub struct BuildDetail {
     pub image_digest: Option<String>,
 }
 
+/// A build with its collection, as the builds lists show it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BuildListEntry {
+    #[sqlx(flatten)]
+    pub entry: BuildEntry,
+    pub owner: String,
+    pub repo: String,
+}
+
+/// Which builds [`Db::build_list`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildFilter {
+    /// One repository's; `None`: every visible one.
+    pub repository_id: Option<i64>,
+    /// Builds with this status (`running`, …); `None`: all.
+    pub status: Option<String>,
+}
+
 /// An image a tag got, and when.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct TagMoveEntry {
@@ -129,8 +148,9 @@ const LATEST_STATUS: &str = latest_status_sql!("");
 /// Of recipes making the tag `$2`.
 const LATEST_TAG_STATUS: &str = latest_status_sql!(" AND rc.tag = $2");
 
-/// The columns of [`CatalogEntry`] from `repositories r`, for public
-/// repositories whose `owner/name` or a container name contains `$1`.
+/// The columns of [`CatalogEntry`] from `repositories r`, for repositories
+/// the viewer (login `$4`, user id `$5`) may see whose `owner/name` or a
+/// container name contains `$1`.
 macro_rules! catalog_sql {
     ($order:literal) => {
         concat!(
@@ -140,7 +160,9 @@ macro_rules! catalog_sql {
                   JOIN tags t ON t.container_id = c.id
                   WHERE c.repository_id = r.id AND t.image_id IS NOT NULL) AS updated_at
              FROM repositories r
-             WHERE NOT r.private AND (
+             WHERE ",
+            visible_sql!("r", "$4", "$5"),
+            " AND (
                  lower(r.owner) || '/' || lower(r.name) LIKE $1 ESCAPE '\\'
                  OR EXISTS (SELECT 1 FROM containers c
                             WHERE c.repository_id = r.id AND lower(c.name) LIKE $1 ESCAPE '\\'))
@@ -183,6 +205,22 @@ const CONTAINER_BUILDS: &str = build_entry_sql!(
       ORDER BY b.id DESC LIMIT $2"
 );
 
+/// The columns of [`BuildListEntry`] of builds of repository `$3` (all
+/// when negative) with status `$4` (all when empty), up to the visibility
+/// condition that ends it.
+macro_rules! build_list_head {
+    () => {
+        build_entry_sql!(
+            ", r.owner, r.name AS repo
+             FROM builds b
+             JOIN recipes rc ON rc.id = b.recipe_id
+             JOIN containers c ON c.id = rc.container_id
+             JOIN repositories r ON r.id = rc.repository_id
+             WHERE ($3 < 0 OR r.id = $3) AND ($4 = '' OR b.status = $4) AND "
+        )
+    };
+}
+
 /// A `LIKE` pattern matching `text` anywhere, without case; `%`, `_` and
 /// `\` in it match only themselves.
 fn contains_pattern(text: &str) -> String {
@@ -198,10 +236,11 @@ fn contains_pattern(text: &str) -> String {
 }
 
 impl Db {
-    /// Public collections whose `owner/name` or a container name contains
-    /// `search` (empty: all), `limit` of them from `offset`.
+    /// Collections `viewer` may see whose `owner/name` or a container name
+    /// contains `search` (empty: all), `limit` of them from `offset`.
     pub async fn catalog_page(
         &self,
+        viewer: &Viewer,
         search: &str,
         order: CatalogOrder,
         limit: i64,
@@ -212,11 +251,14 @@ impl Db {
             CatalogOrder::Updated => CATALOG_BY_UPDATED,
         };
         let pattern = contains_pattern(search);
+        let (login, user_id) = visibility_binds(viewer);
         with_pool!(self, |pool| {
             sqlx::query_as(sql)
                 .bind(&pattern)
                 .bind(limit)
                 .bind(offset)
+                .bind(&login)
+                .bind(user_id)
                 .fetch_all(pool)
                 .await
         })
@@ -381,6 +423,34 @@ impl Db {
             .await
         })
         .map_err(DbError::query("find readable build"))
+    }
+
+    /// Builds `viewer` (login `$1`, user id `$2`) may see matching
+    /// `filter`, newest first, `limit` of them from `offset`.
+    pub async fn build_list(
+        &self,
+        viewer: &Viewer,
+        filter: &BuildFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<BuildListEntry>, DbError> {
+        let (login, user_id) = visibility_binds(viewer);
+        with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                build_list_head!(),
+                visible_sql!("r", "$1", "$2"),
+                " ORDER BY b.id DESC LIMIT $5 OFFSET $6"
+            ))
+            .bind(&login)
+            .bind(user_id)
+            .bind(filter.repository_id.unwrap_or(-1))
+            .bind(filter.status.as_deref().unwrap_or(""))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(DbError::query("list builds"))
     }
 }
 

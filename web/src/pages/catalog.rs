@@ -7,10 +7,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use crate::format;
-use crate::model::{CatalogQuery, CatalogSort, CollectionSummary};
+use crate::model::{CatalogQuery, CatalogSort, CollectionSummary, Visitor};
 use crate::WebState;
 
-use super::PageError;
+use super::{Header, PageError};
 
 /// Collections on one page of the catalog.
 const PER_PAGE: u32 = 50;
@@ -25,6 +25,7 @@ pub(crate) struct Params {
 #[derive(Template)]
 #[template(path = "catalog.html")]
 struct CatalogPage {
+    header: Header,
     search: String,
     sort: CatalogSort,
     page: u32,
@@ -61,6 +62,7 @@ fn href(search: &str, sort: CatalogSort, page: u32) -> String {
 
 pub(crate) async fn page(
     State(state): State<WebState>,
+    visitor: Visitor,
     Query(params): Query<Params>,
 ) -> Result<Response, PageError> {
     let search = params.q.unwrap_or_default().trim().to_owned();
@@ -76,8 +78,9 @@ pub(crate) async fn page(
         page,
         per_page: PER_PAGE,
     };
-    let found = state.model.catalog(&query).await?;
+    let found = state.model.catalog(&visitor, &query).await?;
     let view = CatalogPage {
+        header: Header::new(&state.site, &visitor),
         name_href: href(&search, CatalogSort::Name, 1),
         updated_href: href(&search, CatalogSort::Updated, 1),
         prev_href: (page > 1).then(|| href(&search, sort, page - 1)),

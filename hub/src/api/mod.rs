@@ -6,6 +6,7 @@ use axum::Router;
 use crate::serve::AppState;
 
 pub mod download;
+pub mod library;
 pub mod native;
 pub mod oci;
 pub mod shub;
@@ -16,6 +17,7 @@ pub mod worker;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(download::routes())
+        .merge(library::routes())
         .merge(native::routes())
         .merge(oci::routes())
         .merge(shub::routes())

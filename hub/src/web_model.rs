@@ -3,12 +3,14 @@
 //! repositories are not found here until sign-in arrives.
 
 use sifhub_web::model::{
-    BuildSummary, BuildView, CatalogQuery, CatalogSort, CollectionSummary, CollectionView,
-    ContainerSummary, ContainerView, FeedView, LogTail, ModelError, Page, ReadModel, TagMove,
-    TagView,
+    BuildSummary, BuildView, CatalogQuery, CatalogResults, CatalogSort, CollectionSummary,
+    CollectionView, ContainerSummary, ContainerView, FeedView, LatestTag, LogTail, ModelError,
+    Page, ReadModel, TagMove, TagView,
 };
 
-use crate::db::{BuildEntry, CatalogOrder, Db, Repository, TaggedImage};
+use crate::db::{
+    BuildEntry, CatalogEntry, CatalogOrder, Db, Repository, TaggedImage, CATALOG_COUNT_CAP,
+};
 use crate::storage::{Storage, StorageError, StorageKey};
 
 /// Builds listed on a collection or container page.
@@ -38,6 +40,26 @@ impl WebModel {
             .await
             .map_err(ModelError::read("repository"))?;
         Ok(found.filter(|r| !r.private))
+    }
+}
+
+fn collection_summary(entry: CatalogEntry) -> CollectionSummary {
+    let latest = match (entry.latest_container, entry.latest_tag, entry.latest_size) {
+        (Some(container), Some(tag), Some(size)) => Some(LatestTag {
+            container,
+            tag,
+            size,
+        }),
+        _ => None,
+    };
+    CollectionSummary {
+        owner: entry.owner,
+        name: entry.name,
+        containers: entry.containers,
+        updated_at: entry.updated_at,
+        latest,
+        status: entry.status,
+        downloads: entry.downloads,
     }
 }
 
@@ -98,10 +120,11 @@ fn tag_view(tagged: TaggedImage) -> TagView {
 
 #[async_trait::async_trait]
 impl ReadModel for WebModel {
-    async fn catalog(&self, query: &CatalogQuery) -> Result<Page<CollectionSummary>, ModelError> {
+    async fn catalog(&self, query: &CatalogQuery) -> Result<CatalogResults, ModelError> {
         let order = match query.sort {
             CatalogSort::Name => CatalogOrder::Name,
             CatalogSort::Updated => CatalogOrder::Updated,
+            CatalogSort::Downloads => CatalogOrder::Downloads,
         };
         let per_page = i64::from(query.per_page);
         let offset = i64::from(query.page.saturating_sub(1)) * per_page;
@@ -111,19 +134,20 @@ impl ReadModel for WebModel {
             .catalog_page(&query.search, order, per_page + 1, offset)
             .await
             .map_err(ModelError::read("catalog"))?;
+        let total = self
+            .db
+            .catalog_count(&query.search)
+            .await
+            .map_err(ModelError::read("catalog count"))?;
         let has_next = entries.len() > query.per_page as usize;
         entries.truncate(query.per_page as usize);
-        Ok(Page {
-            items: entries
-                .into_iter()
-                .map(|e| CollectionSummary {
-                    owner: e.owner,
-                    name: e.name,
-                    containers: e.containers,
-                    updated_at: e.updated_at,
-                })
-                .collect(),
-            has_next,
+        Ok(CatalogResults {
+            page: Page {
+                items: entries.into_iter().map(collection_summary).collect(),
+                has_next,
+            },
+            total: total.min(CATALOG_COUNT_CAP),
+            total_capped: total > CATALOG_COUNT_CAP,
         })
     }
 

@@ -21,6 +21,39 @@ pub fn when_opt(millis: Option<i64>) -> String {
     millis.map_or_else(|| "—".to_owned(), when)
 }
 
+/// How long before `now` a unix-millisecond time was, in its largest
+/// whole unit (`just now`, `5 minutes ago`, `3 days ago`); a time after
+/// `now` (clock skew) reads as `just now`.
+pub fn ago(millis: i64, now: i64) -> String {
+    let seconds = (now - millis).max(0) / 1000;
+    let (amount, unit) = match seconds {
+        0..60 => return "just now".to_owned(),
+        60..3_600 => (seconds / 60, "minute"),
+        3_600..86_400 => (seconds / 3_600, "hour"),
+        86_400..2_592_000 => (seconds / 86_400, "day"),
+        2_592_000..31_536_000 => (seconds / 2_592_000, "month"),
+        _ => (seconds / 31_536_000, "year"),
+    };
+    let plural = if amount == 1 { "" } else { "s" };
+    format!("{amount} {unit}{plural} ago")
+}
+
+/// A count with thousands separated by commas: `5,000`.
+pub fn count(value: i64) -> String {
+    let digits = value.unsigned_abs().to_string();
+    let mut text = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    if value < 0 {
+        text.insert(0, '-');
+    }
+    text
+}
+
 /// A byte count in binary units, one decimal above bytes.
 pub fn size(bytes: i64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -65,5 +98,16 @@ mod tests {
         assert_eq!(duration(0, 61_000), "1m 1s");
         assert_eq!(duration(0, 3_723_000), "1h 2m 3s");
         assert_eq!(duration(10, 0), "0s");
+        assert_eq!(ago(0, 59_999), "just now");
+        assert_eq!(ago(0, 60_000), "1 minute ago");
+        assert_eq!(ago(0, 7_200_000), "2 hours ago");
+        assert_eq!(ago(0, 3 * 86_400_000), "3 days ago");
+        assert_eq!(ago(0, 400 * 86_400_000), "1 year ago");
+        assert_eq!(ago(5_000, 0), "just now");
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(5_000), "5,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(count(-1_000), "-1,000");
     }
 }

@@ -2,7 +2,9 @@
 //! container's tags, build lists and a build. Read-only; private
 //! repositories are left out until access control arrives. Every list is
 //! bounded (LIMIT/OFFSET or a fixed count) and walks an index: the catalog
-//! `repositories_owner_name`, builds `builds_recipe`.
+//! `repositories_owner_name`, `repositories_last_updated` or
+//! `repositories_downloads` (columns kept current where tags move and
+//! images are downloaded, see migration 0005), builds `builds_recipe`.
 
 use super::{with_pool, Db, DbError};
 
@@ -14,6 +16,14 @@ pub struct CatalogEntry {
     pub containers: i64,
     /// When a tag of it last moved (unix milliseconds).
     pub updated_at: Option<i64>,
+    /// Completed downloads of its images.
+    pub downloads: i64,
+    /// The tag that moved last, with its container and image size.
+    pub latest_container: Option<String>,
+    pub latest_tag: Option<String>,
+    pub latest_size: Option<i64>,
+    /// Its latest build's status, leaving out cancelled and superseded ones.
+    pub status: Option<String>,
 }
 
 /// How catalog entries are ordered.
@@ -23,7 +33,13 @@ pub enum CatalogOrder {
     Name,
     /// Most recently moved tag first; collections without images last.
     Updated,
+    /// Most downloaded first.
+    Downloads,
 }
+
+/// Matching collections are counted up to this many: the count scans what
+/// it counts, so it stops here (pages then say "more than").
+pub const CATALOG_COUNT_CAP: i64 = 10_000;
 
 /// A container with its tag count.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -126,30 +142,141 @@ const LATEST_STATUS: &str = latest_status_sql!("");
 /// Of recipes making the tag `$2`.
 const LATEST_TAG_STATUS: &str = latest_status_sql!(" AND rc.tag = $2");
 
-/// The columns of [`CatalogEntry`] from `repositories r`, for public
-/// repositories whose `owner/name` or a container name contains `$1`.
+/// Public repositories, with those matching `$1` (a `LIKE` pattern, see
+/// [`contains_pattern`]) against `owner/name` or the stored search text
+/// when `$filter` says so.
+macro_rules! catalog_where {
+    (all) => {
+        " WHERE NOT r.private"
+    };
+    (search) => {
+        " WHERE NOT r.private AND (lower(r.owner) || '/' || lower(r.name) LIKE $1 ESCAPE '\\'
+              OR r.search_text LIKE $1 ESCAPE '\\')"
+    };
+}
+
+/// The columns of [`CatalogEntry`] for one page (`LIMIT $2 OFFSET $3`) of
+/// the catalog in `$order`. The page's ids are picked first, so the
+/// per-row joins and subqueries run for its rows only, not the skipped ones.
 macro_rules! catalog_sql {
-    ($order:literal) => {
+    ($filter:tt, $order:tt) => {
         concat!(
             "SELECT r.owner, r.name,
                  (SELECT COUNT(*) FROM containers c WHERE c.repository_id = r.id) AS containers,
-                 (SELECT MAX(t.updated_at) FROM containers c
-                  JOIN tags t ON t.container_id = c.id
-                  WHERE c.repository_id = r.id AND t.image_id IS NOT NULL) AS updated_at
-             FROM repositories r
-             WHERE NOT r.private AND (
-                 lower(r.owner) || '/' || lower(r.name) LIKE $1 ESCAPE '\\'
-                 OR EXISTS (SELECT 1 FROM containers c
-                            WHERE c.repository_id = r.id AND lower(c.name) LIKE $1 ESCAPE '\\'))
+                 NULLIF(r.last_updated, 0) AS updated_at, r.downloads,
+                 lc.name AS latest_container, lt.name AS latest_tag, li.size AS latest_size,
+                 (SELECT b.status FROM builds b JOIN recipes rc ON rc.id = b.recipe_id
+                  WHERE rc.repository_id = r.id AND b.status NOT IN ('cancelled', 'superseded')
+                  ORDER BY b.id DESC LIMIT 1) AS status
+             FROM (SELECT r.id FROM repositories r",
+            catalog_where!($filter),
+            " ORDER BY ",
+            catalog_order!($order),
+            " LIMIT $2 OFFSET $3) page
+             JOIN repositories r ON r.id = page.id
+             LEFT JOIN tags lt ON lt.id = r.latest_tag_id
+             LEFT JOIN containers lc ON lc.id = lt.container_id
+             LEFT JOIN images li ON li.id = lt.image_id
              ORDER BY ",
-            $order,
-            " LIMIT $2 OFFSET $3"
+            catalog_order!($order)
         )
     };
 }
-const CATALOG_BY_NAME: &str = catalog_sql!("lower(r.owner), lower(r.name)");
-const CATALOG_BY_UPDATED: &str =
-    catalog_sql!("updated_at DESC NULLS LAST, lower(r.owner), lower(r.name)");
+/// Each order ends with the name, so equal keys page stably; each is an
+/// index's column list (migrations 0001 and 0005).
+macro_rules! catalog_order {
+    (name) => {
+        "lower(r.owner), lower(r.name)"
+    };
+    (updated) => {
+        "r.last_updated DESC, lower(r.owner), lower(r.name)"
+    };
+    (downloads) => {
+        "r.downloads DESC, lower(r.owner), lower(r.name)"
+    };
+}
+const CATALOG_ALL_BY_NAME: &str = catalog_sql!(all, name);
+const CATALOG_ALL_BY_UPDATED: &str = catalog_sql!(all, updated);
+const CATALOG_ALL_BY_DOWNLOADS: &str = catalog_sql!(all, downloads);
+const CATALOG_SEARCH_BY_NAME: &str = catalog_sql!(search, name);
+const CATALOG_SEARCH_BY_UPDATED: &str = catalog_sql!(search, updated);
+const CATALOG_SEARCH_BY_DOWNLOADS: &str = catalog_sql!(search, downloads);
+
+/// How many collections match, at most `$2`.
+macro_rules! catalog_count_sql {
+    ($filter:tt) => {
+        concat!(
+            "SELECT COUNT(*) FROM (SELECT 1 AS one FROM repositories r",
+            catalog_where!($filter),
+            " LIMIT $2) capped"
+        )
+    };
+}
+const CATALOG_ALL_COUNT: &str = catalog_count_sql!(all);
+const CATALOG_SEARCH_COUNT: &str = catalog_count_sql!(search);
+
+/// What the catalog search finds in a repository besides its name: one
+/// lowercase line per `container:tag` and per `label=value` of the images
+/// its tags name, sorted and without repeats. Rows are (container, tag,
+/// the image's SIF metadata); label values that are not strings count as
+/// their JSON text.
+pub(crate) fn catalog_search_text(rows: &[(String, String, serde_json::Value)]) -> String {
+    let mut lines = std::collections::BTreeSet::new();
+    for (container, tag, metadata) in rows {
+        lines.insert(format!("{container}:{tag}").to_lowercase());
+        let labels = metadata.get("labels").and_then(serde_json::Value::as_object);
+        for (key, value) in labels.into_iter().flatten() {
+            let value = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            lines.insert(format!("{key}={value}").to_lowercase());
+        }
+    }
+    lines.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+/// Records in the write transaction `$tx` that tag `$tag_id` of container
+/// `$container_id` just moved at `$now`: the repository's `last_updated`,
+/// `latest_tag_id` and `search_text` (rebuilt from all its tags that name
+/// an image). Evaluates to `Result<(), sqlx::Error>`; called by
+/// `set_tag_in!`, so it runs wherever a tag moves.
+macro_rules! note_tag_move_in {
+    ($tx:ident, $container_id:expr, $tag_id:expr, $now:expr) => {
+        async {
+            let (container_id, tag_id, now): (i64, i64, $crate::db::Timestamp) =
+                ($container_id, $tag_id, $now);
+            let rows: Vec<(String, String, sqlx::types::Json<serde_json::Value>)> =
+                sqlx::query_as(
+                    "SELECT c.name, t.name, i.sif_metadata
+                     FROM containers c
+                     JOIN tags t ON t.container_id = c.id
+                     JOIN images i ON i.id = t.image_id
+                     WHERE c.repository_id = (SELECT repository_id FROM containers WHERE id = $1)",
+                )
+                .bind(container_id)
+                .fetch_all(&mut *$tx)
+                .await?;
+            let rows: Vec<(String, String, serde_json::Value)> = rows
+                .into_iter()
+                .map(|(container, tag, metadata)| (container, tag, metadata.0))
+                .collect();
+            sqlx::query(
+                "UPDATE repositories SET last_updated = $2, latest_tag_id = $3, search_text = $4
+                 WHERE id = (SELECT repository_id FROM containers WHERE id = $1)",
+            )
+            .bind(container_id)
+            .bind(now)
+            .bind(tag_id)
+            .bind($crate::db::catalog_search_text(&rows))
+            .execute(&mut *$tx)
+            .await?;
+            Ok::<_, sqlx::Error>(())
+        }
+        .await
+    };
+}
+pub(crate) use note_tag_move_in;
 
 /// The columns of [`BuildEntry`] from `builds b`, `recipes rc`, `containers c`.
 macro_rules! build_entry_sql {
@@ -195,8 +322,8 @@ fn contains_pattern(text: &str) -> String {
 }
 
 impl Db {
-    /// Public collections whose `owner/name` or a container name contains
-    /// `search` (empty: all), `limit` of them from `offset`.
+    /// Public collections whose `owner/name`, a container, tag or label
+    /// contains `search` (empty: all), `limit` of them from `offset`.
     pub async fn catalog_page(
         &self,
         search: &str,
@@ -204,9 +331,13 @@ impl Db {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<CatalogEntry>, DbError> {
-        let sql = match order {
-            CatalogOrder::Name => CATALOG_BY_NAME,
-            CatalogOrder::Updated => CATALOG_BY_UPDATED,
+        let sql = match (search.is_empty(), order) {
+            (true, CatalogOrder::Name) => CATALOG_ALL_BY_NAME,
+            (true, CatalogOrder::Updated) => CATALOG_ALL_BY_UPDATED,
+            (true, CatalogOrder::Downloads) => CATALOG_ALL_BY_DOWNLOADS,
+            (false, CatalogOrder::Name) => CATALOG_SEARCH_BY_NAME,
+            (false, CatalogOrder::Updated) => CATALOG_SEARCH_BY_UPDATED,
+            (false, CatalogOrder::Downloads) => CATALOG_SEARCH_BY_DOWNLOADS,
         };
         let pattern = contains_pattern(search);
         with_pool!(self, |pool| {
@@ -218,6 +349,58 @@ impl Db {
                 .await
         })
         .map_err(DbError::query("list catalog"))
+    }
+
+    /// How many collections [`Db::catalog_page`] finds for `search`,
+    /// counted up to one more than [`CATALOG_COUNT_CAP`]: a count above
+    /// the cap means "more than the cap".
+    pub async fn catalog_count(&self, search: &str) -> Result<i64, DbError> {
+        let sql = if search.is_empty() {
+            CATALOG_ALL_COUNT
+        } else {
+            CATALOG_SEARCH_COUNT
+        };
+        let pattern = contains_pattern(search);
+        with_pool!(self, |pool| {
+            sqlx::query_scalar(sql)
+                .bind(&pattern)
+                .bind(CATALOG_COUNT_CAP + 1)
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(DbError::query("count catalog"))
+    }
+
+    /// Counts a completed download of an image of `owner/name`.
+    pub async fn count_repository_download(&self, owner: &str, name: &str) -> Result<(), DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE repositories SET downloads = downloads + 1
+                 WHERE lower(owner) = lower($1) AND lower(name) = lower($2)",
+            )
+            .bind(owner)
+            .bind(name)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(DbError::query("count a download"))
+    }
+
+    /// Counts a completed download of the image `digest`, for the
+    /// repository that built it.
+    pub async fn count_image_download(&self, digest: &str) -> Result<(), DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE repositories SET downloads = downloads + 1
+                 WHERE id = (SELECT repository_id FROM images WHERE digest = $1)",
+            )
+            .bind(digest)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(DbError::query("count a download"))
     }
 
     /// A repository's containers by name, with how many tags name an image.

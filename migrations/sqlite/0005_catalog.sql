@@ -1,0 +1,36 @@
+-- 0005 catalog columns (SQLite): what the catalog page sorts and searches
+-- by, stored on the repository so every sort walks an index and a row
+-- needs no aggregate over its tags.
+--   last_updated: when a tag of it last moved (unix ms; 0: never), set
+--     where tags move, in the same transaction.
+--   latest_tag_id: the tag that moved last, for the row's "latest tag".
+--   search_text: lowercase lines `container:tag` and `label=value` of the
+--     tags that name an image, rewritten where tags move; the catalog
+--     search matches it (and owner/name) by substring.
+--   downloads: completed image downloads (see hub/src/api/download.rs).
+ALTER TABLE repositories ADD COLUMN last_updated BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE repositories ADD COLUMN latest_tag_id BIGINT REFERENCES tags (id) ON DELETE SET NULL;
+ALTER TABLE repositories ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
+ALTER TABLE repositories ADD COLUMN downloads BIGINT NOT NULL DEFAULT 0;
+
+-- Backfill from the tags there are.
+UPDATE repositories SET
+    last_updated = COALESCE((
+        SELECT MAX(t.updated_at) FROM containers c JOIN tags t ON t.container_id = c.id
+        WHERE c.repository_id = repositories.id AND t.image_id IS NOT NULL), 0),
+    latest_tag_id = (
+        SELECT t.id FROM containers c JOIN tags t ON t.container_id = c.id
+        WHERE c.repository_id = repositories.id AND t.image_id IS NOT NULL
+        ORDER BY t.updated_at DESC, t.id DESC LIMIT 1),
+    search_text = COALESCE((
+        SELECT group_concat(lower(c.name || ':' || t.name), char(10))
+        FROM containers c JOIN tags t ON t.container_id = c.id
+        WHERE c.repository_id = repositories.id AND t.image_id IS NOT NULL), '')
+      || char(10) || COALESCE((
+        SELECT group_concat(lower(l.key || '=' || l.value), char(10))
+        FROM containers c JOIN tags t ON t.container_id = c.id
+        JOIN images i ON i.id = t.image_id, json_each(i.sif_metadata, '$.labels') l
+        WHERE c.repository_id = repositories.id), '');
+
+CREATE INDEX repositories_last_updated ON repositories (last_updated DESC, lower(owner), lower(name));
+CREATE INDEX repositories_downloads ON repositories (downloads DESC, lower(owner), lower(name));

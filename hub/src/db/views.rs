@@ -224,7 +224,9 @@ pub(crate) fn catalog_search_text(rows: &[(String, String, serde_json::Value)]) 
     let mut lines = std::collections::BTreeSet::new();
     for (container, tag, metadata) in rows {
         lines.insert(format!("{container}:{tag}").to_lowercase());
-        let labels = metadata.get("labels").and_then(serde_json::Value::as_object);
+        let labels = metadata
+            .get("labels")
+            .and_then(serde_json::Value::as_object);
         for (key, value) in labels.into_iter().flatten() {
             let value = match value {
                 serde_json::Value::String(text) => text.clone(),

@@ -177,7 +177,10 @@ mod tests {
             "3,981–4,000 of 5,000 collections"
         );
         assert_eq!(range_text(1, 1, 1, false), "1–1 of 1 collection");
-        assert_eq!(range_text(1, 20, 10_000, true), "1–20 of more than 10,000 collections");
+        assert_eq!(
+            range_text(1, 20, 10_000, true),
+            "1–20 of more than 10,000 collections"
+        );
         assert_eq!(range_text(41, 0, 40, false), "");
     }
 }

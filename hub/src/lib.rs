@@ -1,6 +1,7 @@
 //! The sifhub hub: configuration, the HTTP server and the command line.
 //! Build logic lives in `sifhub-builder`, HTML in `sifhub-web`.
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod config;

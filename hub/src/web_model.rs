@@ -8,6 +8,7 @@ use sifhub_web::model::{
     Page, ReadModel, TagMove, TagView,
 };
 
+use crate::access::Viewer;
 use crate::db::{
     BuildEntry, CatalogEntry, CatalogOrder, Db, Repository, TaggedImage, CATALOG_COUNT_CAP,
 };
@@ -34,12 +35,10 @@ impl WebModel {
         owner: &str,
         repo: &str,
     ) -> Result<Option<Repository>, ModelError> {
-        let found = self
-            .db
-            .find_repository(owner, repo)
+        self.db
+            .readable_repository(&Viewer::anonymous(), owner, repo)
             .await
-            .map_err(ModelError::read("repository"))?;
-        Ok(found.filter(|r| !r.private))
+            .map_err(ModelError::read("repository"))
     }
 }
 
@@ -303,7 +302,7 @@ impl ReadModel for WebModel {
     async fn build(&self, id: i64) -> Result<Option<BuildView>, ModelError> {
         let detail = self
             .db
-            .public_build(id)
+            .readable_build(&Viewer::anonymous(), id)
             .await
             .map_err(ModelError::read("build"))?;
         Ok(detail.map(|d| BuildView {
@@ -321,7 +320,7 @@ impl ReadModel for WebModel {
     async fn build_log(&self, id: i64) -> Result<Option<String>, ModelError> {
         let Some(detail) = self
             .db
-            .public_build(id)
+            .readable_build(&Viewer::anonymous(), id)
             .await
             .map_err(ModelError::read("build"))?
         else {
@@ -351,7 +350,7 @@ impl ReadModel for WebModel {
     ) -> Result<Option<LogTail>, ModelError> {
         let Some(detail) = self
             .db
-            .public_build(id)
+            .readable_build(&Viewer::anonymous(), id)
             .await
             .map_err(ModelError::read("build"))?
         else {

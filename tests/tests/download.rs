@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sifhub::db::{Db, NewImage, NewRepository, RepositorySettings, Timestamp};
+use sifhub::access::{Via, Viewer, ViewerUser};
+use sifhub::db::{
+    Db, NewImage, NewRepository, NewUser, Permission, RepositorySettings, Timestamp, TokenScope,
+};
 use sifhub::storage::{Expected, Storage, StorageKey};
 use sifhub_tests::postgres::both_backends;
 use sifhub_tests::s3::S3Server;
@@ -493,8 +496,9 @@ async fn lookups_on_both_backends() {
         )
         .await;
 
+        let anonymous = Viewer::anonymous();
         let found = db
-            .find_public_tagged_image("carol", "PUB", "app", "1.0")
+            .find_readable_tagged_image(&anonymous, "carol", "PUB", "app", "1.0")
             .await
             .unwrap()
             .unwrap();
@@ -506,7 +510,7 @@ async fn lookups_on_both_backends() {
             ("dave", "pub", "app", "1.0"),
         ] {
             assert_eq!(
-                db.find_public_tagged_image(owner, repo, container, tag)
+                db.find_readable_tagged_image(&anonymous, owner, repo, container, tag)
                     .await
                     .unwrap(),
                 None,
@@ -514,17 +518,106 @@ async fn lookups_on_both_backends() {
             );
         }
         assert!(db
-            .find_public_image_by_digest(&format!("sha256:{public}"))
+            .find_readable_image_by_digest(&anonymous, &format!("sha256:{public}"))
             .await
             .unwrap()
             .is_some());
         assert_eq!(
-            db.find_public_image_by_digest(&format!("sha256:{private}"))
+            db.find_readable_image_by_digest(&anonymous, &format!("sha256:{private}"))
                 .await
                 .unwrap(),
             None,
             "{backend}"
         );
+        // The owner (by login, any case) and a member see the private
+        // image; another signed-in user and a worker token do not.
+        let now = Timestamp::now();
+        let mut viewers = Vec::new();
+        for (github_id, login) in [(1, "CAROL"), (2, "erin"), (3, "frank")] {
+            let user = db
+                .upsert_user(
+                    &NewUser {
+                        github_id,
+                        login: login.to_owned(),
+                        name: None,
+                        avatar_url: None,
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+            viewers.push(Viewer {
+                user: Some(ViewerUser {
+                    id: user.id,
+                    login: user.login,
+                }),
+                via: Via::Session,
+            });
+        }
+        let priv_repo = db.find_repository("carol", "priv").await.unwrap().unwrap();
+        db.set_memberships(
+            viewers[1].user_id().unwrap(),
+            &[(priv_repo.id, Permission::Read)],
+            now,
+        )
+        .await
+        .unwrap();
+        let worker = Viewer {
+            user: None,
+            via: Via::Token {
+                id: 1,
+                scope: TokenScope::Worker,
+            },
+        };
+        for (viewer, sees) in [
+            (&viewers[0], true),
+            (&viewers[1], true),
+            (&viewers[2], false),
+            (&worker, false),
+        ] {
+            let tagged = db
+                .find_readable_tagged_image(viewer, "carol", "priv", "app", "1.0")
+                .await
+                .unwrap();
+            let by_digest = db
+                .find_readable_image_by_digest(viewer, &format!("sha256:{private}"))
+                .await
+                .unwrap();
+            assert_eq!(tagged.is_some(), sees, "{backend}: {viewer:?}");
+            assert_eq!(by_digest.is_some(), sees, "{backend}: {viewer:?}");
+        }
+        // Permissions: the owner administers, the member reads, a read
+        // token of the owner reads only, the stranger gets nothing.
+        assert_eq!(
+            db.permission(&viewers[0], &priv_repo).await.unwrap(),
+            Some(Permission::Admin)
+        );
+        assert_eq!(
+            db.permission(&viewers[1], &priv_repo).await.unwrap(),
+            Some(Permission::Read)
+        );
+        let owner_read_token = Viewer {
+            user: viewers[0].user.clone(),
+            via: Via::Token {
+                id: 2,
+                scope: TokenScope::Read,
+            },
+        };
+        assert_eq!(
+            db.permission(&owner_read_token, &priv_repo).await.unwrap(),
+            Some(Permission::Read)
+        );
+        assert_eq!(db.permission(&viewers[2], &priv_repo).await.unwrap(), None);
+        assert!(db
+            .readable_repository(&viewers[2], "carol", "priv")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(db
+            .readable_repository(&viewers[1], "Carol", "Priv")
+            .await
+            .unwrap()
+            .is_some());
         // The private image tagged in a public repository too: served.
         publish(
             &db,
@@ -535,7 +628,7 @@ async fn lookups_on_both_backends() {
         )
         .await;
         assert!(
-            db.find_public_image_by_digest(&format!("sha256:{private}"))
+            db.find_readable_image_by_digest(&anonymous, &format!("sha256:{private}"))
                 .await
                 .unwrap()
                 .is_some(),

@@ -29,6 +29,7 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::access::Viewer;
 use crate::db::{Db, DbError, Image};
 use crate::serve::AppState;
 use crate::storage::{ByteStream, StorageError, StorageKey};
@@ -78,6 +79,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn by_digest(
     State(state): State<AppState>,
+    viewer: Viewer,
     Path(hex): Path<String>,
     method: Method,
     headers: HeaderMap,
@@ -87,21 +89,27 @@ async fn by_digest(
     let digest = format!("sha256:{hex}");
     state
         .db
-        .find_public_image_by_digest(&digest)
+        .find_readable_image_by_digest(&viewer, &digest)
         .await?
         .ok_or_else(not_found)?;
     let download = Download {
         key,
         counts_for: CountsFor::Image(digest),
         filename: format!("{hex}.sif"),
-        // The bytes behind a digest never change.
-        cache_control: "public, max-age=31536000, immutable",
+        // The bytes behind a digest never change; shared caches may keep
+        // them only when anyone may fetch them.
+        cache_control: if viewer.user.is_none() {
+            "public, max-age=31536000, immutable"
+        } else {
+            "private, max-age=31536000, immutable"
+        },
     };
     download.respond(&state, &method, &headers).await
 }
 
 async fn by_tag(
     State(state): State<AppState>,
+    viewer: Viewer,
     Path((owner, repo, reference)): Path<(String, String, String)>,
     method: Method,
     headers: HeaderMap,
@@ -112,7 +120,7 @@ async fn by_tag(
     let not_found = || DownloadError::NotFound(format!("image {owner}/{repo}/{container}:{tag}"));
     let image: Image = state
         .db
-        .find_public_tagged_image(&owner, &repo, container, tag)
+        .find_readable_tagged_image(&viewer, &owner, &repo, container, tag)
         .await?
         .ok_or_else(not_found)?;
     let hex = image

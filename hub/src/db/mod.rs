@@ -42,16 +42,18 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Connection as _};
 
+mod access;
 mod build_logs;
 mod catalog;
 mod deliveries;
 mod images;
-mod lookup;
 mod migrate;
 mod scans;
 mod tokens;
 mod views;
 
+pub(crate) use access::{visibility_binds, visible_sql};
+pub use access::{Permission, Session};
 pub(crate) use catalog::{
     attach_repository_in, count_recipes_in, delete_installation_in, detach_repository_in,
     find_recipe_for_target_in, insert_repository_in, move_recipe_in, set_default_branch_in,

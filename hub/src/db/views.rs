@@ -6,7 +6,8 @@
 //! `repositories_downloads` (columns kept current where tags move and
 //! images are downloaded, see migration 0005), builds `builds_recipe`.
 
-use super::{with_pool, Db, DbError};
+use super::{visibility_binds, visible_sql, with_pool, Db, DbError};
+use crate::access::Viewer;
 
 /// A collection as the catalog lists it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -535,24 +536,34 @@ impl Db {
         Ok(found.map(|(status,)| status))
     }
 
-    /// The build `id`, when its repository is public.
-    pub async fn public_build(&self, id: i64) -> Result<Option<BuildDetail>, DbError> {
+    /// The build `id`, when `viewer` may read its repository.
+    pub async fn readable_build(
+        &self,
+        viewer: &Viewer,
+        id: i64,
+    ) -> Result<Option<BuildDetail>, DbError> {
+        let (login, user_id) = visibility_binds(viewer);
         with_pool!(self, |pool| {
-            sqlx::query_as(build_entry_sql!(
-                ", r.owner, r.name AS repo, rc.path AS recipe_path, b.trigger_kind, b.attempt,
+            sqlx::query_as(concat!(
+                build_entry_sql!(
+                    ", r.owner, r.name AS repo, rc.path AS recipe_path, b.trigger_kind, b.attempt,
                    b.error, b.log_key, i.digest AS image_digest
                  FROM builds b
                  JOIN recipes rc ON rc.id = b.recipe_id
                  JOIN containers c ON c.id = rc.container_id
                  JOIN repositories r ON r.id = rc.repository_id
                  LEFT JOIN images i ON i.id = b.image_id
-                 WHERE b.id = $1 AND NOT r.private"
+                 WHERE b.id = $1 AND "
+                ),
+                visible_sql!("r", "$2", "$3")
             ))
             .bind(id)
+            .bind(&login)
+            .bind(user_id)
             .fetch_optional(pool)
             .await
         })
-        .map_err(DbError::query("find public build"))
+        .map_err(DbError::query("find readable build"))
     }
 }
 

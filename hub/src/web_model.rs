@@ -133,11 +133,16 @@ impl ReadModel for WebModel {
             .catalog_page(&query.search, order, per_page + 1, offset)
             .await
             .map_err(ModelError::read("catalog"))?;
-        let total = self
-            .db
-            .catalog_count(&query.search)
-            .await
-            .map_err(ModelError::read("catalog count"))?;
+        // A search's page says how many it matched; otherwise (all, or a
+        // page past the last match) count.
+        let total = match entries.first().and_then(|e| e.matches) {
+            Some(matches) => matches,
+            None => self
+                .db
+                .catalog_count(&query.search)
+                .await
+                .map_err(ModelError::read("catalog count"))?,
+        };
         let has_next = entries.len() > query.per_page as usize;
         entries.truncate(query.per_page as usize);
         Ok(CatalogResults {

@@ -37,3 +37,15 @@ UPDATE repositories r SET
 
 CREATE INDEX repositories_last_updated ON repositories (last_updated DESC, lower(owner), lower(name));
 CREATE INDEX repositories_downloads ON repositories (downloads DESC, lower(owner), lower(name));
+-- A container's builds and latest status (container and badge pages) go
+-- through its recipes.
+CREATE INDEX recipes_container ON recipes (container_id);
+
+-- Substring search (`LIKE '%text%'`) through trigram indexes, so a
+-- selective search reads a few rows, not the table. pg_trgm ships with
+-- PostgreSQL (contrib) and is a trusted extension: the database's owner
+-- may create it. (SQLite scans the column in process, which is fast.)
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX repositories_search_text ON repositories USING gin (search_text gin_trgm_ops);
+CREATE INDEX repositories_full_name_search ON repositories
+    USING gin ((lower(owner) || '/' || lower(name)) gin_trgm_ops);

@@ -34,3 +34,6 @@ UPDATE repositories SET
 
 CREATE INDEX repositories_last_updated ON repositories (last_updated DESC, lower(owner), lower(name));
 CREATE INDEX repositories_downloads ON repositories (downloads DESC, lower(owner), lower(name));
+-- A container's builds and latest status (container and badge pages) go
+-- through its recipes.
+CREATE INDEX recipes_container ON recipes (container_id);

@@ -25,6 +25,8 @@ pub struct CatalogEntry {
     pub latest_size: Option<i64>,
     /// Its latest build's status, leaving out cancelled and superseded ones.
     pub status: Option<String>,
+    /// On a search's page: how many collections the search matches in all.
+    pub matches: Option<i64>,
 }
 
 /// How catalog entries are ordered.
@@ -151,8 +153,19 @@ macro_rules! catalog_where {
         " WHERE NOT r.private"
     };
     (search) => {
-        " WHERE NOT r.private AND (lower(r.owner) || '/' || lower(r.name) LIKE $1 ESCAPE '\\'
-              OR r.search_text LIKE $1 ESCAPE '\\')"
+        " WHERE NOT r.private AND (r.search_text LIKE $1 ESCAPE '\\'
+              OR lower(r.owner) || '/' || lower(r.name) LIKE $1 ESCAPE '\\')"
+    };
+}
+
+/// How many collections a search matched, counted in the scan that finds
+/// the page (so a search reads the table once); NULL when listing all.
+macro_rules! catalog_matches {
+    (all) => {
+        ", CAST(NULL AS BIGINT) AS matches"
+    };
+    (search) => {
+        ", COUNT(*) OVER () AS matches"
     };
 }
 
@@ -168,8 +181,11 @@ macro_rules! catalog_sql {
                  lc.name AS latest_container, lt.name AS latest_tag, li.size AS latest_size,
                  (SELECT b.status FROM builds b JOIN recipes rc ON rc.id = b.recipe_id
                   WHERE rc.repository_id = r.id AND b.status NOT IN ('cancelled', 'superseded')
-                  ORDER BY b.id DESC LIMIT 1) AS status
-             FROM (SELECT r.id FROM repositories r",
+                  ORDER BY b.id DESC LIMIT 1) AS status,
+                 page.matches
+             FROM (SELECT r.id",
+            catalog_matches!($filter),
+            " FROM repositories r",
             catalog_where!($filter),
             " ORDER BY ",
             catalog_order!($order),

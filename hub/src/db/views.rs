@@ -6,7 +6,7 @@
 //! `repositories_downloads` (columns kept current where tags move and
 //! images are downloaded, see migration 0005), builds `builds_recipe`.
 
-use super::{visibility_binds, visible_sql, with_pool, Db, DbError};
+use super::{visibility_binds, visible_sql, with_pool, Backend, Db, DbError};
 use crate::access::Viewer;
 
 /// A collection as the catalog lists it.
@@ -145,16 +145,34 @@ const LATEST_STATUS: &str = latest_status_sql!("");
 /// Of recipes making the tag `$2`.
 const LATEST_TAG_STATUS: &str = latest_status_sql!(" AND rc.tag = $2");
 
-/// Public repositories, with those matching `$1` (a `LIKE` pattern, see
-/// [`contains_pattern`]) against `owner/name` or the stored search text
-/// when `$filter` says so.
+/// Public repositories, with those matching the search when `$filter`
+/// says so: `$1` is the search as a `LIKE` pattern (see
+/// [`contains_pattern`]), `$raw` the lowercased search itself. Each
+/// backend matches the stored search text or `owner/name` its fastest
+/// way: SQLite's `instr` (a byte search, far faster than its `LIKE`);
+/// PostgreSQL's `LIKE`, which the trigram indexes answer for selective
+/// searches, behind a `strpos` that rejects non-matching rows cheaply
+/// when the planner scans the table for a common word.
 macro_rules! catalog_where {
-    (all) => {
+    (all, $raw:literal) => {
         " WHERE NOT r.private"
     };
-    (search) => {
-        " WHERE NOT r.private AND (r.search_text LIKE $1 ESCAPE '\\'
+    (sqlite, $raw:literal) => {
+        concat!(
+            " WHERE NOT r.private AND (instr(r.search_text, ",
+            $raw,
+            ") > 0 OR instr(lower(r.owner) || '/' || lower(r.name), ",
+            $raw,
+            ") > 0)"
+        )
+    };
+    (postgres, $raw:literal) => {
+        concat!(
+            " WHERE NOT r.private AND ((strpos(r.search_text, ",
+            $raw,
+            ") > 0 AND r.search_text LIKE $1 ESCAPE '\\')
               OR lower(r.owner) || '/' || lower(r.name) LIKE $1 ESCAPE '\\')"
+        )
     };
 }
 
@@ -164,14 +182,15 @@ macro_rules! catalog_matches {
     (all) => {
         ", CAST(NULL AS BIGINT) AS matches"
     };
-    (search) => {
+    ($search:tt) => {
         ", COUNT(*) OVER () AS matches"
     };
 }
 
-/// The columns of [`CatalogEntry`] for one page (`LIMIT $2 OFFSET $3`) of
-/// the catalog in `$order`. The page's ids are picked first, so the
-/// per-row joins and subqueries run for its rows only, not the skipped ones.
+/// The columns of [`CatalogEntry`] for one page (`LIMIT $2 OFFSET $3`,
+/// the search in `$1` and `$4`) of the catalog in `$order`. The page's ids
+/// are picked first, so the per-row joins and subqueries run for its rows
+/// only, not the skipped ones.
 macro_rules! catalog_sql {
     ($filter:tt, $order:tt) => {
         concat!(
@@ -186,7 +205,7 @@ macro_rules! catalog_sql {
              FROM (SELECT r.id",
             catalog_matches!($filter),
             " FROM repositories r",
-            catalog_where!($filter),
+            catalog_where!($filter, "$4"),
             " ORDER BY ",
             catalog_order!($order),
             " LIMIT $2 OFFSET $3) page
@@ -199,8 +218,9 @@ macro_rules! catalog_sql {
         )
     };
 }
-/// Each order ends with the name, so equal keys page stably; each is an
-/// index's column list (migrations 0001 and 0005).
+/// Each order ends with the name, so equal keys page stably; each is the
+/// start of an index's column list (migration 0005), which also holds
+/// `private`, so SQLite walks it without reading skipped rows.
 macro_rules! catalog_order {
     (name) => {
         "lower(r.owner), lower(r.name)"
@@ -212,25 +232,34 @@ macro_rules! catalog_order {
         "r.downloads DESC, lower(r.owner), lower(r.name)"
     };
 }
-const CATALOG_ALL_BY_NAME: &str = catalog_sql!(all, name);
-const CATALOG_ALL_BY_UPDATED: &str = catalog_sql!(all, updated);
-const CATALOG_ALL_BY_DOWNLOADS: &str = catalog_sql!(all, downloads);
-const CATALOG_SEARCH_BY_NAME: &str = catalog_sql!(search, name);
-const CATALOG_SEARCH_BY_UPDATED: &str = catalog_sql!(search, updated);
-const CATALOG_SEARCH_BY_DOWNLOADS: &str = catalog_sql!(search, downloads);
 
-/// How many collections match, at most `$2`.
+/// The page queries by (backend for a search, order).
+macro_rules! catalog_sqls {
+    ($filter:tt) => {
+        [
+            catalog_sql!($filter, name),
+            catalog_sql!($filter, updated),
+            catalog_sql!($filter, downloads),
+        ]
+    };
+}
+const CATALOG_ALL: [&str; 3] = catalog_sqls!(all);
+const CATALOG_SEARCH_SQLITE: [&str; 3] = catalog_sqls!(sqlite);
+const CATALOG_SEARCH_POSTGRES: [&str; 3] = catalog_sqls!(postgres);
+
+/// How many collections match, at most `$2` (the search in `$1` and `$3`).
 macro_rules! catalog_count_sql {
     ($filter:tt) => {
         concat!(
             "SELECT COUNT(*) FROM (SELECT 1 AS one FROM repositories r",
-            catalog_where!($filter),
+            catalog_where!($filter, "$3"),
             " LIMIT $2) capped"
         )
     };
 }
 const CATALOG_ALL_COUNT: &str = catalog_count_sql!(all);
-const CATALOG_SEARCH_COUNT: &str = catalog_count_sql!(search);
+const CATALOG_SEARCH_COUNT_SQLITE: &str = catalog_count_sql!(sqlite);
+const CATALOG_SEARCH_COUNT_POSTGRES: &str = catalog_count_sql!(postgres);
 
 /// What the catalog search finds in a repository besides its name: one
 /// lowercase line per `container:tag` and per `label=value` of the images
@@ -350,20 +379,27 @@ impl Db {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<CatalogEntry>, DbError> {
-        let sql = match (search.is_empty(), order) {
-            (true, CatalogOrder::Name) => CATALOG_ALL_BY_NAME,
-            (true, CatalogOrder::Updated) => CATALOG_ALL_BY_UPDATED,
-            (true, CatalogOrder::Downloads) => CATALOG_ALL_BY_DOWNLOADS,
-            (false, CatalogOrder::Name) => CATALOG_SEARCH_BY_NAME,
-            (false, CatalogOrder::Updated) => CATALOG_SEARCH_BY_UPDATED,
-            (false, CatalogOrder::Downloads) => CATALOG_SEARCH_BY_DOWNLOADS,
+        let sqls = match (search.is_empty(), self.backend()) {
+            (true, _) => CATALOG_ALL,
+            (false, Backend::Sqlite) => CATALOG_SEARCH_SQLITE,
+            (false, Backend::Postgres) => CATALOG_SEARCH_POSTGRES,
+        };
+        let sql = match order {
+            CatalogOrder::Name => sqls[0],
+            CatalogOrder::Updated => sqls[1],
+            CatalogOrder::Downloads => sqls[2],
         };
         let pattern = contains_pattern(search);
+        let raw = search.to_lowercase();
         with_pool!(self, |pool| {
             sqlx::query_as(sql)
                 .bind(&pattern)
                 .bind(limit)
                 .bind(offset)
+                .bind(&raw)
+                // A search is planned for its words (a prepared plan would
+                // not know whether the trigram index pays).
+                .persistent(search.is_empty())
                 .fetch_all(pool)
                 .await
         })
@@ -374,16 +410,19 @@ impl Db {
     /// counted up to one more than [`CATALOG_COUNT_CAP`]: a count above
     /// the cap means "more than the cap".
     pub async fn catalog_count(&self, search: &str) -> Result<i64, DbError> {
-        let sql = if search.is_empty() {
-            CATALOG_ALL_COUNT
-        } else {
-            CATALOG_SEARCH_COUNT
+        let sql = match (search.is_empty(), self.backend()) {
+            (true, _) => CATALOG_ALL_COUNT,
+            (false, Backend::Sqlite) => CATALOG_SEARCH_COUNT_SQLITE,
+            (false, Backend::Postgres) => CATALOG_SEARCH_COUNT_POSTGRES,
         };
         let pattern = contains_pattern(search);
+        let raw = search.to_lowercase();
         with_pool!(self, |pool| {
             sqlx::query_scalar(sql)
                 .bind(&pattern)
                 .bind(CATALOG_COUNT_CAP + 1)
+                .bind(&raw)
+                .persistent(search.is_empty())
                 .fetch_one(pool)
                 .await
         })

@@ -41,3 +41,23 @@ CREATE INDEX repositories_downloads ON repositories (downloads DESC, lower(owner
 -- A container's builds and latest status (container and badge pages) go
 -- through its recipes.
 CREATE INDEX recipes_container ON recipes (container_id);
+
+-- Substring search through a trigram full-text index of `owner/name` and
+-- the search text, kept by triggers, so a search of three or more
+-- characters reads the matching rows, not the table (shorter searches
+-- scan). Rowid = the repository's id.
+CREATE VIRTUAL TABLE repository_search USING fts5 (text, tokenize = 'trigram');
+CREATE TRIGGER repository_search_insert AFTER INSERT ON repositories BEGIN
+    INSERT INTO repository_search (rowid, text)
+    VALUES (new.id, lower(new.owner) || '/' || lower(new.name) || char(10) || new.search_text);
+END;
+CREATE TRIGGER repository_search_update AFTER UPDATE OF owner, name, search_text ON repositories BEGIN
+    DELETE FROM repository_search WHERE rowid = old.id;
+    INSERT INTO repository_search (rowid, text)
+    VALUES (new.id, lower(new.owner) || '/' || lower(new.name) || char(10) || new.search_text);
+END;
+CREATE TRIGGER repository_search_delete AFTER DELETE ON repositories BEGIN
+    DELETE FROM repository_search WHERE rowid = old.id;
+END;
+INSERT INTO repository_search (rowid, text)
+SELECT id, lower(owner) || '/' || lower(name) || char(10) || search_text FROM repositories;

@@ -305,6 +305,8 @@ async fn catalog_searches_sorts_pages_and_counts() {
             ("ALPHA", "Alpha/one"),
             ("two", "beta/two"),
             ("tools", "Alpha/one"),
+            // Two characters: below SQLite's trigram index, a scan.
+            ("V1", "Alpha/one"),
             ("analysis", "beta/two"),
             ("2.0", "beta/two"),
             ("lovelace", "Alpha/one"),

@@ -149,13 +149,23 @@ const LATEST_TAG_STATUS: &str = latest_status_sql!(" AND rc.tag = $2");
 /// says so: `$1` is the search as a `LIKE` pattern (see
 /// [`contains_pattern`]), `$raw` the lowercased search itself. Each
 /// backend matches the stored search text or `owner/name` its fastest
-/// way: SQLite's `instr` (a byte search, far faster than its `LIKE`);
-/// PostgreSQL's `LIKE`, which the trigram indexes answer for selective
+/// way: SQLite's trigram full-text table (`repository_search`, migration
+/// 0005) for three characters or more, `$raw` then an FTS5 phrase, else
+/// `instr` (a byte search, far faster than its `LIKE`); PostgreSQL's
+/// `LIKE`, which the trigram indexes answer for selective
 /// searches, behind a `strpos` that rejects non-matching rows cheaply
 /// when the planner scans the table for a common word.
 macro_rules! catalog_where {
     (all, $raw:literal) => {
         " WHERE NOT r.private"
+    };
+    (sqlite_indexed, $raw:literal) => {
+        concat!(
+            " WHERE NOT r.private AND r.id IN (SELECT rowid FROM repository_search
+                                                WHERE repository_search MATCH ",
+            $raw,
+            ")"
+        )
     };
     (sqlite, $raw:literal) => {
         concat!(
@@ -245,6 +255,7 @@ macro_rules! catalog_sqls {
 }
 const CATALOG_ALL: [&str; 3] = catalog_sqls!(all);
 const CATALOG_SEARCH_SQLITE: [&str; 3] = catalog_sqls!(sqlite);
+const CATALOG_SEARCH_SQLITE_INDEXED: [&str; 3] = catalog_sqls!(sqlite_indexed);
 const CATALOG_SEARCH_POSTGRES: [&str; 3] = catalog_sqls!(postgres);
 
 /// How many collections match, at most `$2` (the search in `$1` and `$3`).
@@ -259,6 +270,7 @@ macro_rules! catalog_count_sql {
 }
 const CATALOG_ALL_COUNT: &str = catalog_count_sql!(all);
 const CATALOG_SEARCH_COUNT_SQLITE: &str = catalog_count_sql!(sqlite);
+const CATALOG_SEARCH_COUNT_SQLITE_INDEXED: &str = catalog_count_sql!(sqlite_indexed);
 const CATALOG_SEARCH_COUNT_POSTGRES: &str = catalog_count_sql!(postgres);
 
 /// What the catalog search finds in a repository besides its name: one
@@ -355,6 +367,36 @@ const CONTAINER_BUILDS: &str = build_entry_sql!(
       ORDER BY b.id DESC LIMIT $2"
 );
 
+/// Which catalog query answers a search on a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SearchKind {
+    All,
+    /// Through the trigram index: three characters or more.
+    SqliteIndexed,
+    SqliteScan,
+    Postgres,
+}
+
+fn search_kind(search: &str, backend: Backend) -> SearchKind {
+    match backend {
+        _ if search.is_empty() => SearchKind::All,
+        Backend::Sqlite if search.chars().count() >= 3 => SearchKind::SqliteIndexed,
+        Backend::Sqlite => SearchKind::SqliteScan,
+        Backend::Postgres => SearchKind::Postgres,
+    }
+}
+
+/// The search as the `$raw` parameter of `kind`'s query: an FTS5 phrase
+/// (quoted, so the words match as one substring) for the trigram table,
+/// else the lowercased text.
+fn search_value(search: &str, kind: SearchKind) -> String {
+    let lower = search.to_lowercase();
+    match kind {
+        SearchKind::SqliteIndexed => format!("\"{}\"", lower.replace('"', "\"\"")),
+        SearchKind::All | SearchKind::SqliteScan | SearchKind::Postgres => lower,
+    }
+}
+
 /// A `LIKE` pattern matching `text` anywhere, without case; `%`, `_` and
 /// `\` in it match only themselves.
 fn contains_pattern(text: &str) -> String {
@@ -379,10 +421,11 @@ impl Db {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<CatalogEntry>, DbError> {
-        let sqls = match (search.is_empty(), self.backend()) {
-            (true, _) => CATALOG_ALL,
-            (false, Backend::Sqlite) => CATALOG_SEARCH_SQLITE,
-            (false, Backend::Postgres) => CATALOG_SEARCH_POSTGRES,
+        let sqls = match search_kind(search, self.backend()) {
+            SearchKind::All => CATALOG_ALL,
+            SearchKind::SqliteIndexed => CATALOG_SEARCH_SQLITE_INDEXED,
+            SearchKind::SqliteScan => CATALOG_SEARCH_SQLITE,
+            SearchKind::Postgres => CATALOG_SEARCH_POSTGRES,
         };
         let sql = match order {
             CatalogOrder::Name => sqls[0],
@@ -390,7 +433,7 @@ impl Db {
             CatalogOrder::Downloads => sqls[2],
         };
         let pattern = contains_pattern(search);
-        let raw = search.to_lowercase();
+        let raw = search_value(search, search_kind(search, self.backend()));
         with_pool!(self, |pool| {
             sqlx::query_as(sql)
                 .bind(&pattern)
@@ -410,13 +453,15 @@ impl Db {
     /// counted up to one more than [`CATALOG_COUNT_CAP`]: a count above
     /// the cap means "more than the cap".
     pub async fn catalog_count(&self, search: &str) -> Result<i64, DbError> {
-        let sql = match (search.is_empty(), self.backend()) {
-            (true, _) => CATALOG_ALL_COUNT,
-            (false, Backend::Sqlite) => CATALOG_SEARCH_COUNT_SQLITE,
-            (false, Backend::Postgres) => CATALOG_SEARCH_COUNT_POSTGRES,
+        let kind = search_kind(search, self.backend());
+        let sql = match kind {
+            SearchKind::All => CATALOG_ALL_COUNT,
+            SearchKind::SqliteIndexed => CATALOG_SEARCH_COUNT_SQLITE_INDEXED,
+            SearchKind::SqliteScan => CATALOG_SEARCH_COUNT_SQLITE,
+            SearchKind::Postgres => CATALOG_SEARCH_COUNT_POSTGRES,
         };
         let pattern = contains_pattern(search);
-        let raw = search.to_lowercase();
+        let raw = search_value(search, kind);
         with_pool!(self, |pool| {
             sqlx::query_scalar(sql)
                 .bind(&pattern)
@@ -631,5 +676,22 @@ mod tests {
         assert_eq!(contains_pattern(""), "%%");
         assert_eq!(contains_pattern("Lolcow"), "%lolcow%");
         assert_eq!(contains_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
+
+    #[test]
+    fn sqlite_searches_of_three_characters_use_the_index() {
+        use super::{search_kind, search_value, Backend, SearchKind};
+        assert_eq!(search_kind("", Backend::Sqlite), SearchKind::All);
+        assert_eq!(search_kind("ab", Backend::Sqlite), SearchKind::SqliteScan);
+        assert_eq!(
+            search_kind("abc", Backend::Sqlite),
+            SearchKind::SqliteIndexed
+        );
+        assert_eq!(search_kind("ab", Backend::Postgres), SearchKind::Postgres);
+        assert_eq!(
+            search_value("Say \"Hi\"", SearchKind::SqliteIndexed),
+            "\"say \"\"hi\"\"\""
+        );
+        assert_eq!(search_value("AB", SearchKind::SqliteScan), "ab");
     }
 }

@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 /// GitHub's REST API, the default of `github_api_url`.
 pub const GITHUB_API_URL: &str = "https://api.github.com";
+/// GitHub's web address, the default of `github_web_url`.
+pub const GITHUB_WEB_URL: &str = "https://github.com";
 
 /// A secret from the configuration: never printed (`Debug` shows
 /// `"<redacted>"`), so logging a `Config` leaks nothing.
@@ -72,6 +74,12 @@ pub struct Config {
     /// GitHub's REST API (`SIFHUB_GITHUB_API_URL`): GitHub Enterprise's
     /// `https://HOST/api/v3`, or a stand-in in tests.
     pub github_api_url: String,
+    /// GitHub's web address, where browsers sign in and install the App
+    /// (`SIFHUB_GITHUB_WEB_URL`): GitHub Enterprise's `https://HOST`.
+    pub github_web_url: String,
+    /// The App's URL name, for its "install" link on the connect page
+    /// (`SIFHUB_GITHUB_APP_SLUG`).
+    pub github_app_slug: Option<String>,
     /// Secret of the GitHub App's webhook (`SIFHUB_GITHUB_WEBHOOK_SECRET`).
     pub github_webhook_secret: Option<Secret>,
     /// The GitHub App's id (`SIFHUB_GITHUB_APP_ID`).
@@ -117,6 +125,8 @@ impl std::fmt::Debug for Config {
                 &self.storage_url.as_deref().map(crate::db::redact_url),
             )
             .field("github_api_url", &self.github_api_url)
+            .field("github_web_url", &self.github_web_url)
+            .field("github_app_slug", &self.github_app_slug)
             .field("github_webhook_secret", &self.github_webhook_secret)
             .field("github_app_id", &self.github_app_id)
             .field("github_app_key_file", &self.github_app_key_file)
@@ -141,6 +151,8 @@ impl Default for Config {
             log: "info".to_owned(),
             storage_url: None,
             github_api_url: GITHUB_API_URL.to_owned(),
+            github_web_url: GITHUB_WEB_URL.to_owned(),
+            github_app_slug: None,
             github_webhook_secret: None,
             github_app_id: None,
             github_app_key_file: None,
@@ -239,6 +251,19 @@ impl Config {
                 });
             }
             self.github_api_url = value.trim_end_matches('/').to_owned();
+        }
+        if let Some(value) = lookup("SIFHUB_GITHUB_WEB_URL") {
+            if !value.starts_with("http://") && !value.starts_with("https://") {
+                return Err(ConfigError::Env {
+                    variable: "SIFHUB_GITHUB_WEB_URL",
+                    value,
+                    message: "expected an http:// or https:// URL".to_owned(),
+                });
+            }
+            self.github_web_url = value.trim_end_matches('/').to_owned();
+        }
+        if let Some(value) = lookup("SIFHUB_GITHUB_APP_SLUG") {
+            self.github_app_slug = Some(value);
         }
         if let Some(value) = lookup("SIFHUB_GITHUB_WEBHOOK_SECRET") {
             self.github_webhook_secret = Some(Secret(value));

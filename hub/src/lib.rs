@@ -2,6 +2,7 @@
 //! Build logic lives in `sifhub-builder`, HTML in `sifhub-web`.
 
 pub mod access;
+pub mod actions;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -10,6 +11,8 @@ pub mod github;
 pub mod queue;
 pub mod serve;
 pub mod storage;
+pub mod web_auth;
+pub mod web_controls;
 pub mod web_model;
 pub mod worker;
 

@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use crate::config::{Config, Secret};
 use crate::db::{redact_url, Db, DbError};
+use crate::github::oauth::OAuthClient;
 use crate::github::status::StatusReporter;
 use crate::github::{GitHubApi, GitHubClient, GitHubError};
 use crate::queue::Queue;
 use crate::storage::{Storage, StorageError};
+use crate::web_controls::WebControls;
 use crate::web_model::WebModel;
 use crate::worker::{Worker, WorkerSettings};
 
@@ -89,19 +91,34 @@ impl AppState {
 
 /// The hub's routes.
 pub fn router(state: AppState) -> Router {
+    // A half-configured OAuth client was refused at start (`Server::bind`).
+    let oauth = OAuthClient::from_config(&state.config)
+        .ok()
+        .flatten()
+        .map(Arc::new);
     let pages = sifhub_web::router(
         Arc::new(WebModel::new(state.db.clone(), state.storage.clone())),
+        Arc::new(WebControls::new(state.clone(), oauth.clone())),
         sifhub_web::Site {
             public_url: state.config.resolved_public_url(),
+            sign_in: oauth.is_some(),
+            github_url: state.config.github_web_url.clone(),
         },
     );
+    // Pages and sign-in learn who is looking from the session cookie.
+    let browser = crate::web_auth::routes(state.clone(), oauth)
+        // The pages last: their 404 page answers every path nothing else takes.
+        .merge(pages)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::web_auth::visitor_layer,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(crate::api::routes())
         .with_state(state)
-        // The pages last: their 404 page answers every path nothing else takes.
-        .merge(pages)
+        .merge(browser)
         .layer(axum::middleware::from_fn(log_request))
 }
 
@@ -143,6 +160,9 @@ pub struct Server {
 impl Server {
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
         let state = AppState::open(config).await?;
+        if OAuthClient::from_config(config)?.is_some() {
+            tracing::info!("sign-in: with GitHub at {}", config.github_web_url);
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await

@@ -1,16 +1,20 @@
 //! The web pages' read model over the hub's database and storage: what
-//! `sifhub_web` shows, read through [`sifhub_web::ReadModel`]. Private
-//! repositories are not found here until sign-in arrives.
+//! `sifhub_web` shows, read through [`sifhub_web::ReadModel`]. Every
+//! lookup goes through the visitor's access (`crate::access`): a private
+//! repository is found only by its owner and members, and is missing for
+//! everyone else.
 
 use sifhub_web::model::{
-    BuildSummary, BuildView, CatalogQuery, CatalogResults, CatalogSort, CollectionSummary,
-    CollectionView, ContainerSummary, ContainerView, FeedView, LatestTag, LogTail, ModelError,
-    Page, ReadModel, TagMove, TagView,
+    BuildListItem, BuildSummary, BuildView, BuildsQuery, CatalogQuery, CatalogResults, CatalogSort,
+    CollectionControls, CollectionSummary, CollectionView, ContainerSummary, ContainerView,
+    FeedView, LatestTag, LogTail, ModelError, Page, ReadModel, RecipeRow, TagMove, TagView,
+    Visitor,
 };
 
-use crate::access::Viewer;
+use crate::access::{Via, Viewer, ViewerUser};
 use crate::db::{
-    BuildEntry, CatalogEntry, CatalogOrder, Db, Repository, TaggedImage, CATALOG_COUNT_CAP,
+    BuildEntry, BuildFilter, CatalogEntry, CatalogOrder, Db, Permission, Repository, TaggedImage,
+    CATALOG_COUNT_CAP,
 };
 use crate::storage::{Storage, StorageError, StorageKey};
 
@@ -29,16 +33,68 @@ impl WebModel {
         Self { db, storage }
     }
 
-    /// The repository `owner/repo`, unless it is missing or private.
-    async fn public_repository(
+    /// The repository `owner/repo`, unless it is missing or the visitor
+    /// may not read it.
+    async fn readable_repository(
         &self,
+        visitor: &Visitor,
         owner: &str,
         repo: &str,
     ) -> Result<Option<Repository>, ModelError> {
         self.db
-            .readable_repository(&Viewer::anonymous(), owner, repo)
+            .readable_repository(&viewer_of(visitor), owner, repo)
             .await
             .map_err(ModelError::read("repository"))
+    }
+
+    /// The settings and recipes of `repository` when the visitor may
+    /// change them (write or admin).
+    async fn controls(
+        &self,
+        viewer: &Viewer,
+        repository: &Repository,
+    ) -> Result<Option<CollectionControls>, ModelError> {
+        let permission = self
+            .db
+            .permission(viewer, repository)
+            .await
+            .map_err(ModelError::read("permission"))?;
+        if permission < Some(Permission::Write) {
+            return Ok(None);
+        }
+        let recipes = self
+            .db
+            .list_recipes(repository.id)
+            .await
+            .map_err(ModelError::read("recipes"))?;
+        Ok(Some(CollectionControls {
+            build_branches: repository.build_branches.clone(),
+            private: repository.private,
+            paused: repository.paused,
+            recipes: recipes
+                .into_iter()
+                .map(|r| RecipeRow {
+                    path: r.path,
+                    container: r.container_name,
+                    tag: r.tag,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// Who the hub's access rules see in a page's visitor: the signed-in
+/// session's user, or nobody.
+pub fn viewer_of(visitor: &Visitor) -> Viewer {
+    match &visitor.user {
+        Some(user) => Viewer {
+            user: Some(ViewerUser {
+                id: user.id,
+                login: user.login.clone(),
+            }),
+            via: Via::Session,
+        },
+        None => Viewer::anonymous(),
     }
 }
 
@@ -119,7 +175,12 @@ fn tag_view(tagged: TaggedImage) -> TagView {
 
 #[async_trait::async_trait]
 impl ReadModel for WebModel {
-    async fn catalog(&self, query: &CatalogQuery) -> Result<CatalogResults, ModelError> {
+    async fn catalog(
+        &self,
+        visitor: &Visitor,
+        query: &CatalogQuery,
+    ) -> Result<CatalogResults, ModelError> {
+        let viewer = viewer_of(visitor);
         let order = match query.sort {
             CatalogSort::Name => CatalogOrder::Name,
             CatalogSort::Updated => CatalogOrder::Updated,
@@ -130,7 +191,7 @@ impl ReadModel for WebModel {
         // One more than a page tells whether another follows.
         let mut entries = self
             .db
-            .catalog_page(&query.search, order, per_page + 1, offset)
+            .catalog_page(&viewer, &query.search, order, per_page + 1, offset)
             .await
             .map_err(ModelError::read("catalog"))?;
         // A search's page says how many it matched; otherwise (all, or a
@@ -139,7 +200,7 @@ impl ReadModel for WebModel {
             Some(matches) => matches,
             None => self
                 .db
-                .catalog_count(&query.search)
+                .catalog_count(&viewer, &query.search)
                 .await
                 .map_err(ModelError::read("catalog count"))?,
         };
@@ -157,12 +218,14 @@ impl ReadModel for WebModel {
 
     async fn collection(
         &self,
+        visitor: &Visitor,
         owner: &str,
         repo: &str,
     ) -> Result<Option<CollectionView>, ModelError> {
-        let Some(repository) = self.public_repository(owner, repo).await? else {
+        let Some(repository) = self.readable_repository(visitor, owner, repo).await? else {
             return Ok(None);
         };
+        let controls = self.controls(&viewer_of(visitor), &repository).await?;
         let containers = self
             .db
             .container_entries(repository.id)
@@ -177,6 +240,8 @@ impl ReadModel for WebModel {
             owner: repository.owner,
             name: repository.name,
             default_branch: repository.default_branch,
+            private: repository.private,
+            controls,
             containers: containers
                 .into_iter()
                 .map(|c| ContainerSummary {
@@ -191,11 +256,12 @@ impl ReadModel for WebModel {
 
     async fn container(
         &self,
+        visitor: &Visitor,
         owner: &str,
         repo: &str,
         container: &str,
     ) -> Result<Option<ContainerView>, ModelError> {
-        let Some(repository) = self.public_repository(owner, repo).await? else {
+        let Some(repository) = self.readable_repository(visitor, owner, repo).await? else {
             return Ok(None);
         };
         let Some(found) = self
@@ -227,12 +293,13 @@ impl ReadModel for WebModel {
 
     async fn feed(
         &self,
+        visitor: &Visitor,
         owner: &str,
         repo: &str,
         container: Option<&str>,
         limit: i64,
     ) -> Result<Option<FeedView>, ModelError> {
-        let Some(repository) = self.public_repository(owner, repo).await? else {
+        let Some(repository) = self.readable_repository(visitor, owner, repo).await? else {
             return Ok(None);
         };
         let (container, moves) = match container {
@@ -280,12 +347,13 @@ impl ReadModel for WebModel {
 
     async fn build_status(
         &self,
+        visitor: &Visitor,
         owner: &str,
         repo: &str,
         container: &str,
         tag: Option<&str>,
     ) -> Result<Option<Option<String>>, ModelError> {
-        let Some(repository) = self.public_repository(owner, repo).await? else {
+        let Some(repository) = self.readable_repository(visitor, owner, repo).await? else {
             return Ok(None);
         };
         let Some(found) = self
@@ -304,10 +372,10 @@ impl ReadModel for WebModel {
         Ok(Some(status))
     }
 
-    async fn build(&self, id: i64) -> Result<Option<BuildView>, ModelError> {
+    async fn build(&self, visitor: &Visitor, id: i64) -> Result<Option<BuildView>, ModelError> {
         let detail = self
             .db
-            .readable_build(&Viewer::anonymous(), id)
+            .readable_build(&viewer_of(visitor), id)
             .await
             .map_err(ModelError::read("build"))?;
         Ok(detail.map(|d| BuildView {
@@ -322,10 +390,10 @@ impl ReadModel for WebModel {
         }))
     }
 
-    async fn build_log(&self, id: i64) -> Result<Option<String>, ModelError> {
+    async fn build_log(&self, visitor: &Visitor, id: i64) -> Result<Option<String>, ModelError> {
         let Some(detail) = self
             .db
-            .readable_build(&Viewer::anonymous(), id)
+            .readable_build(&viewer_of(visitor), id)
             .await
             .map_err(ModelError::read("build"))?
         else {
@@ -349,13 +417,14 @@ impl ReadModel for WebModel {
 
     async fn log_since(
         &self,
+        visitor: &Visitor,
         id: i64,
         attempt: Option<i64>,
         after_seq: i64,
     ) -> Result<Option<LogTail>, ModelError> {
         let Some(detail) = self
             .db
-            .readable_build(&Viewer::anonymous(), id)
+            .readable_build(&viewer_of(visitor), id)
             .await
             .map_err(ModelError::read("build"))?
         else {
@@ -375,6 +444,45 @@ impl ReadModel for WebModel {
             status: detail.entry.status,
             attempt: detail.attempt,
             chunks,
+        }))
+    }
+
+    async fn builds(
+        &self,
+        visitor: &Visitor,
+        query: &BuildsQuery,
+    ) -> Result<Option<Page<BuildListItem>>, ModelError> {
+        let repository_id = match &query.collection {
+            None => None,
+            Some((owner, repo)) => match self.readable_repository(visitor, owner, repo).await? {
+                Some(repository) => Some(repository.id),
+                None => return Ok(None),
+            },
+        };
+        let filter = BuildFilter {
+            repository_id,
+            status: query.status.clone(),
+        };
+        let per_page = i64::from(query.per_page);
+        let offset = i64::from(query.page.saturating_sub(1)) * per_page;
+        // One more than a page tells whether another follows.
+        let mut entries = self
+            .db
+            .build_list(&viewer_of(visitor), &filter, per_page + 1, offset)
+            .await
+            .map_err(ModelError::read("builds"))?;
+        let has_next = entries.len() > query.per_page as usize;
+        entries.truncate(query.per_page as usize);
+        Ok(Some(Page {
+            items: entries
+                .into_iter()
+                .map(|e| BuildListItem {
+                    owner: e.owner,
+                    repo: e.repo,
+                    summary: build_summary(e.entry),
+                })
+                .collect(),
+            has_next,
         }))
     }
 }

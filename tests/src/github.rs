@@ -2,7 +2,12 @@
 //! (App and installation tokens, tarballs and zipballs, trees, contents,
 //! repositories, commit statuses, check runs, installation repositories)
 //! over local git repositories made in the test. It records every request
-//! and every status and check run, for tests to read back.
+//! and every status and check run, for tests to read back. It also plays
+//! GitHub's web sign-in (the OAuth web flow of the App's client: an
+//! authorize page that signs in the user the test chose and sends the
+//! browser back with a code, the code exchange) and the calls the hub
+//! makes as the signed-in user (`/user`, `/user/repos`,
+//! `/user/installations` and their repositories).
 //!
 //! Access follows GitHub: public repositories are readable by anyone;
 //! private ones answer 404 unless the call carries the plain token or an
@@ -40,6 +45,8 @@ pub enum AuthKind {
     Installation(i64),
     /// The plain token.
     Token,
+    /// A user's OAuth token, of this login.
+    User(String),
     /// Credentials GitHub would refuse (bad signature, expired, unknown).
     Invalid(String),
 }
@@ -98,6 +105,14 @@ impl StandInRepo {
     }
 }
 
+/// What a user may do to a repository, as GitHub's `permissions` say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoPermission {
+    Pull,
+    Push,
+    Admin,
+}
+
 #[derive(Debug, Clone)]
 struct Installation {
     account: String,
@@ -122,6 +137,14 @@ struct Inner {
     check_runs: HashMap<i64, Value>,
     codeload: HashMap<String, (String, String, String)>,
     next_id: i64,
+    /// The user the authorize page signs in.
+    signed_in_user: Option<String>,
+    /// OAuth codes not yet exchanged: code → (login, redirect_uri).
+    oauth_codes: HashMap<String, (String, String)>,
+    /// OAuth tokens handed out: token → login.
+    user_tokens: HashMap<String, String>,
+    /// `owner/name` → (login, permission) of its collaborators.
+    collaborators: HashMap<String, Vec<(String, RepoPermission)>>,
 }
 
 struct Shared {
@@ -129,6 +152,8 @@ struct Shared {
     app_id: u64,
     app_public_key: Vec<u8>,
     plain_token: String,
+    oauth_client_id: String,
+    oauth_client_secret: String,
     inner: Mutex<Inner>,
 }
 
@@ -199,6 +224,8 @@ impl GitHubStandIn {
             app_id: 4242,
             app_public_key: public_key_der(&pem),
             plain_token: format!("ghp_{}", random_hex(18)),
+            oauth_client_id: format!("Iv1.{}", random_hex(8)),
+            oauth_client_secret: random_hex(20),
             inner: Mutex::new(Inner {
                 next_id: 1000,
                 ..Inner::default()
@@ -244,6 +271,43 @@ impl GitHubStandIn {
     /// The plain token, for `SIFHUB_GITHUB_TOKEN`.
     pub fn plain_token(&self) -> String {
         self.shared.plain_token.clone()
+    }
+
+    /// The App's OAuth client id, for `SIFHUB_GITHUB_CLIENT_ID`.
+    pub fn oauth_client_id(&self) -> String {
+        self.shared.oauth_client_id.clone()
+    }
+
+    /// The App's OAuth client secret, for `SIFHUB_GITHUB_CLIENT_SECRET`.
+    pub fn oauth_client_secret(&self) -> String {
+        self.shared.oauth_client_secret.clone()
+    }
+
+    /// The user the authorize page signs in from now on (as if they had
+    /// logged in to GitHub and approved the App).
+    pub fn sign_in_as(&self, login: &str) {
+        self.shared.lock().signed_in_user = Some(login.to_owned());
+    }
+
+    /// An OAuth token of `login`, as the code exchange hands out after
+    /// they signed in.
+    pub fn user_token(&self, login: &str) -> String {
+        let token = format!("gho_{}", random_hex(18));
+        self.shared
+            .lock()
+            .user_tokens
+            .insert(token.clone(), login.to_owned());
+        token
+    }
+
+    /// Gives `login` `permission` on `repo`.
+    pub fn add_collaborator(&self, repo: &StandInRepo, login: &str, permission: RepoPermission) {
+        self.shared
+            .lock()
+            .collaborators
+            .entry(repo.full_name())
+            .or_default()
+            .push((login.to_owned(), permission));
     }
 
     /// Lifetime of installation tokens minted from now on (GitHub: 1 hour).
@@ -375,6 +439,16 @@ fn router(shared: Arc<Shared>) -> Router {
             patch(update_check_run),
         )
         .route("/_codeload/{nonce}", get(codeload))
+        .route("/repos/{owner}/{repo}/branches/{*branch}", get(branch))
+        .route("/login/oauth/authorize", get(oauth_authorize))
+        .route("/login/oauth/access_token", post(oauth_access_token))
+        .route("/user", get(user))
+        .route("/user/repos", get(user_repos))
+        .route("/user/installations", get(user_installations))
+        .route(
+            "/user/installations/{id}/repositories",
+            get(user_installation_repositories),
+        )
         .fallback(|| async { github_error(StatusCode::NOT_FOUND, "Not Found") })
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .with_state(shared)
@@ -446,6 +520,9 @@ fn judge(shared: &Shared, headers: &HeaderMap) -> AuthKind {
     };
     if credential == shared.plain_token {
         return AuthKind::Token;
+    }
+    if let Some(login) = shared.lock().user_tokens.get(credential) {
+        return AuthKind::User(login.clone());
     }
     if let Some(token) = shared.lock().tokens.get(credential) {
         return if token.expires_at > Utc::now() {
@@ -685,6 +762,7 @@ fn readable(
 fn has_access(inner: &Inner, auth: &AuthKind, repo: &StandInRepo) -> bool {
     match auth {
         AuthKind::Token => true,
+        AuthKind::User(login) => user_permission(inner, login, repo).is_some(),
         AuthKind::Installation(id) => inner
             .installations
             .get(id)
@@ -1093,4 +1171,219 @@ fn merge_check_run(state: &mut Value, body: &Value) {
     if !state["conclusion"].is_null() {
         state["status"] = json!("completed");
     }
+}
+
+/// What `login` may do to `repo`: admin on their own, their collaborator
+/// permission elsewhere.
+fn user_permission(inner: &Inner, login: &str, repo: &StandInRepo) -> Option<RepoPermission> {
+    if repo.owner.eq_ignore_ascii_case(login) {
+        return Some(RepoPermission::Admin);
+    }
+    inner
+        .collaborators
+        .get(&repo.full_name())?
+        .iter()
+        .find(|(who, _)| who.eq_ignore_ascii_case(login))
+        .map(|(_, permission)| *permission)
+}
+
+/// A repository's JSON with the user's `permissions`, as `/user/repos` gives it.
+fn user_repository_json(base_url: &str, repo: &StandInRepo, permission: RepoPermission) -> Value {
+    let mut json = repository_json(base_url, repo);
+    json["permissions"] = json!({
+        "admin": permission == RepoPermission::Admin,
+        "maintain": permission == RepoPermission::Admin,
+        "push": permission != RepoPermission::Pull,
+        "triage": permission != RepoPermission::Pull,
+        "pull": true,
+    });
+    json
+}
+
+async fn branch(
+    State(shared): State<Arc<Shared>>,
+    Extension(auth): Extension<AuthKind>,
+    UrlPath((owner, name, branch)): UrlPath<(String, String, String)>,
+) -> Response {
+    let repo = match readable(&shared, &auth, &owner, &name) {
+        Ok(repo) => repo,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match repo.git.resolve(&format!("refs/heads/{branch}")) {
+        Some(sha) => Json(json!({
+            "name": branch,
+            "commit": {"sha": sha, "url": format!("{}/repos/{}/commits/{sha}", shared.base_url, repo.full_name())},
+            "protected": false,
+        }))
+        .into_response(),
+        None => github_error(StatusCode::NOT_FOUND, "Branch not found"),
+    }
+}
+
+/// GitHub's authorize page, already approved: the browser goes straight
+/// back to `redirect_uri` with a code for the user the test signed in.
+async fn oauth_authorize(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if query.get("client_id") != Some(&shared.oauth_client_id) {
+        return (StatusCode::NOT_FOUND, "unknown client_id").into_response();
+    }
+    let (Some(redirect_uri), Some(state)) = (query.get("redirect_uri"), query.get("state")) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "redirect_uri and state are required",
+        )
+            .into_response();
+    };
+    let mut inner = shared.lock();
+    let Some(login) = inner.signed_in_user.clone() else {
+        return (StatusCode::FORBIDDEN, "nobody is signed in to the stand-in").into_response();
+    };
+    let code = random_hex(10);
+    inner
+        .oauth_codes
+        .insert(code.clone(), (login, redirect_uri.clone()));
+    let mut target = reqwest::Url::parse(redirect_uri).unwrap();
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", state);
+    (StatusCode::FOUND, [(header::LOCATION, target.to_string())]).into_response()
+}
+
+/// The code exchange: a code works once, with the client's secret and the
+/// same `redirect_uri`; a refusal is 200 with `error`, as GitHub does.
+async fn oauth_access_token(
+    State(shared): State<Arc<Shared>>,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
+    let refuse = |error: &str| {
+        Json(json!({"error": error, "error_description": format!("stand-in: {error}")}))
+            .into_response()
+    };
+    if form.get("client_id") != Some(&shared.oauth_client_id)
+        || form.get("client_secret") != Some(&shared.oauth_client_secret)
+    {
+        return refuse("incorrect_client_credentials");
+    }
+    let mut inner = shared.lock();
+    let Some((login, redirect_uri)) = form.get("code").and_then(|c| inner.oauth_codes.remove(c))
+    else {
+        return refuse("bad_verification_code");
+    };
+    if form.get("redirect_uri") != Some(&redirect_uri) {
+        return refuse("redirect_uri_mismatch");
+    }
+    let token = format!("gho_{}", random_hex(18));
+    inner.user_tokens.insert(token.clone(), login);
+    Json(json!({"access_token": token, "token_type": "bearer", "scope": ""})).into_response()
+}
+
+fn signed_in(auth: &AuthKind) -> Result<String, Refusal> {
+    match auth {
+        AuthKind::User(login) => Ok(login.clone()),
+        _ => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "Requires authentication",
+        )),
+    }
+}
+
+async fn user(Extension(auth): Extension<AuthKind>) -> Response {
+    let login = match signed_in(&auth) {
+        Ok(login) => login,
+        Err(refusal) => return refusal.into_response(),
+    };
+    Json(json!({
+        "login": login,
+        "id": owner_id(&login),
+        "name": format!("{login} (stand-in)"),
+        "avatar_url": null,
+        "type": "User",
+    }))
+    .into_response()
+}
+
+async fn user_repos(
+    State(shared): State<Arc<Shared>>,
+    Extension(auth): Extension<AuthKind>,
+) -> Response {
+    let login = match signed_in(&auth) {
+        Ok(login) => login,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let inner = shared.lock();
+    let mut repos: Vec<&StandInRepo> = inner.repos.values().collect();
+    repos.sort_by_key(|r| r.id);
+    let list: Vec<Value> = repos
+        .into_iter()
+        .filter_map(|repo| {
+            user_permission(&inner, &login, repo)
+                .map(|p| user_repository_json(&shared.base_url, repo, p))
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+async fn user_installations(
+    State(shared): State<Arc<Shared>>,
+    Extension(auth): Extension<AuthKind>,
+) -> Response {
+    let login = match signed_in(&auth) {
+        Ok(login) => login,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let inner = shared.lock();
+    let mut ids: Vec<i64> = inner
+        .installations
+        .iter()
+        .filter(|(_, installation)| {
+            installation.account.eq_ignore_ascii_case(&login)
+                || installation.repos.iter().any(|name| {
+                    inner
+                        .repos
+                        .get(name)
+                        .is_some_and(|repo| user_permission(&inner, &login, repo).is_some())
+                })
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    ids.sort_unstable();
+    let list: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            crate::webhook::installation_object(
+                *id,
+                &inner.installations[id].account,
+                shared.app_id,
+            )
+        })
+        .collect();
+    Json(json!({"total_count": list.len(), "installations": list})).into_response()
+}
+
+async fn user_installation_repositories(
+    State(shared): State<Arc<Shared>>,
+    Extension(auth): Extension<AuthKind>,
+    UrlPath(id): UrlPath<i64>,
+) -> Response {
+    let login = match signed_in(&auth) {
+        Ok(login) => login,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let inner = shared.lock();
+    let Some(installation) = inner.installations.get(&id) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let list: Vec<Value> = installation
+        .repos
+        .iter()
+        .filter_map(|name| inner.repos.get(name))
+        .filter_map(|repo| {
+            user_permission(&inner, &login, repo)
+                .map(|p| user_repository_json(&shared.base_url, repo, p))
+        })
+        .collect();
+    Json(json!({"total_count": list.len(), "repositories": list})).into_response()
 }

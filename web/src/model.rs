@@ -26,6 +26,48 @@ impl ModelError {
     }
 }
 
+/// Who is looking at a page: the hub's session middleware puts one in
+/// each request's extensions; a request without one is anonymous.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Visitor {
+    pub user: Option<SignedIn>,
+    /// The session's token every form carries back; `None` when anonymous.
+    pub csrf_token: Option<String>,
+    /// The hub's key for the session (a hash, not the cookie's secret),
+    /// for [`Controls`] to find what it keeps with it; no page shows it.
+    pub session: Option<String>,
+}
+
+/// A signed-in visitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The hub's user id.
+    pub id: i64,
+    pub login: String,
+}
+
+impl Visitor {
+    /// The session's CSRF token, empty when anonymous (forms are then refused).
+    pub fn csrf(&self) -> &str {
+        self.csrf_token.as_deref().unwrap_or("")
+    }
+
+    /// Whether `sent` is this visitor's CSRF token: a signed-in session's,
+    /// compared in constant time.
+    pub fn csrf_matches(&self, sent: &str) -> bool {
+        match (&self.user, &self.csrf_token) {
+            (Some(_), Some(expected)) if expected.len() == sent.len() => {
+                expected
+                    .bytes()
+                    .zip(sent.bytes())
+                    .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                    == 0
+            }
+            _ => false,
+        }
+    }
+}
+
 /// How the catalog is ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CatalogSort {
@@ -117,9 +159,32 @@ pub struct CollectionView {
     pub owner: String,
     pub name: String,
     pub default_branch: String,
+    pub private: bool,
     pub containers: Vec<ContainerSummary>,
     /// Newest first.
     pub builds: Vec<BuildSummary>,
+    /// What its owners may change; `Some` only for visitors with write
+    /// or admin permission.
+    pub controls: Option<CollectionControls>,
+}
+
+/// A collection's settings and recipes, for its owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionControls {
+    /// Empty: the default branch only.
+    pub build_branches: Vec<String>,
+    pub private: bool,
+    pub paused: bool,
+    /// By path.
+    pub recipes: Vec<RecipeRow>,
+}
+
+/// A recipe file and what it builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipeRow {
+    pub path: String,
+    pub container: String,
+    pub tag: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +237,36 @@ pub struct BuildSummary {
     pub queued_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+}
+
+/// Which builds a builds list shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildsQuery {
+    /// `(owner, repo)`: one collection's builds; `None`: every visible one.
+    pub collection: Option<(String, String)>,
+    /// One of [`BUILD_STATUSES`]; `None`: all.
+    pub status: Option<String>,
+    /// 1-based.
+    pub page: u32,
+    pub per_page: u32,
+}
+
+/// The statuses a build can have, as lists filter them.
+pub const BUILD_STATUSES: [&str; 6] = [
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "superseded",
+];
+
+/// A build in a builds list, with the collection it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildListItem {
+    pub owner: String,
+    pub repo: String,
+    pub summary: BuildSummary,
 }
 
 /// A build page.
@@ -230,17 +325,23 @@ pub struct LogTail {
 /// The read side of the hub, as the pages need it.
 #[async_trait::async_trait]
 pub trait ReadModel: Send + Sync {
-    /// Public collections matching the query.
-    async fn catalog(&self, query: &CatalogQuery) -> Result<CatalogResults, ModelError>;
+    /// Collections the visitor may see matching the query.
+    async fn catalog(
+        &self,
+        visitor: &Visitor,
+        query: &CatalogQuery,
+    ) -> Result<CatalogResults, ModelError>;
 
     async fn collection(
         &self,
+        visitor: &Visitor,
         owner: &str,
         repo: &str,
     ) -> Result<Option<CollectionView>, ModelError>;
 
     async fn container(
         &self,
+        visitor: &Visitor,
         owner: &str,
         repo: &str,
         container: &str,
@@ -250,6 +351,7 @@ pub trait ReadModel: Send + Sync {
     /// container when `container` is given.
     async fn feed(
         &self,
+        visitor: &Visitor,
         owner: &str,
         repo: &str,
         container: Option<&str>,
@@ -260,25 +362,130 @@ pub trait ReadModel: Send + Sync {
     /// leaving out cancelled and superseded ones; `Some(None)`: no build.
     async fn build_status(
         &self,
+        visitor: &Visitor,
         owner: &str,
         repo: &str,
         container: &str,
         tag: Option<&str>,
     ) -> Result<Option<Option<String>>, ModelError>;
 
-    async fn build(&self, id: i64) -> Result<Option<BuildView>, ModelError>;
+    async fn build(&self, visitor: &Visitor, id: i64) -> Result<Option<BuildView>, ModelError>;
 
     /// The build's log: the stored one once it ended, the chunks streamed
     /// so far while it runs; `None` when the build is not visible.
-    async fn build_log(&self, id: i64) -> Result<Option<String>, ModelError>;
+    async fn build_log(&self, visitor: &Visitor, id: i64) -> Result<Option<String>, ModelError>;
 
     /// The build's status and its current attempt's log chunks after
     /// `after_seq` of `attempt` (from the start when `attempt` is `None` or
     /// not the current one); `None` when the build is not visible.
     async fn log_since(
         &self,
+        visitor: &Visitor,
         id: i64,
         attempt: Option<i64>,
         after_seq: i64,
     ) -> Result<Option<LogTail>, ModelError>;
+
+    /// A page of builds the visitor may see, newest first; `None` when
+    /// the asked-for collection is not visible.
+    async fn builds(
+        &self,
+        visitor: &Visitor,
+        query: &BuildsQuery,
+    ) -> Result<Option<Page<BuildListItem>>, ModelError>;
+}
+
+/// Why an owner's action was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Unknown, or not visible to this visitor.
+    #[error("not found")]
+    NotFound,
+    /// Visible, but the visitor may not change it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request does not make sense (unknown recipe, bad branch name).
+    #[error("{0}")]
+    Invalid(String),
+    /// GitHub could not be asked (down, token expired).
+    #[error("{0}")]
+    Upstream(String),
+    #[error(transparent)]
+    Failed(#[from] ModelError),
+}
+
+/// A repository the App can see, on the connect page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRepo {
+    pub owner: String,
+    pub name: String,
+    pub private: bool,
+    /// Added to the hub and not paused.
+    pub enabled: bool,
+    /// The visitor may enable or disable it (write or admin on GitHub).
+    pub can_manage: bool,
+}
+
+/// An account the App is installed on, with the repositories it grants
+/// that the visitor can see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectAccount {
+    pub login: String,
+    pub repos: Vec<ConnectRepo>,
+}
+
+/// The connect page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectView {
+    pub accounts: Vec<ConnectAccount>,
+    /// Where to install the App (`{github}/apps/{slug}/installations/new`);
+    /// `None` when the hub does not know its App's slug.
+    pub install_href: Option<String>,
+    /// The App is not installed on the visitor's own account.
+    pub own_account_missing: bool,
+}
+
+/// What an owner may change about a collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsChange {
+    /// Empty: the default branch only.
+    pub build_branches: Vec<String>,
+    pub private: bool,
+    pub paused: bool,
+}
+
+/// The write side: connecting repositories and owners' controls. Each
+/// call checks the visitor's permission itself.
+#[async_trait::async_trait]
+pub trait Controls: Send + Sync {
+    /// The visitor's repositories the App can see.
+    async fn connect(&self, visitor: &Visitor) -> Result<ConnectView, ControlError>;
+
+    /// Enables (adds and unpauses, queueing the first builds) or disables
+    /// (pauses) `owner/repo`.
+    async fn set_enabled(
+        &self,
+        visitor: &Visitor,
+        owner: &str,
+        repo: &str,
+        enabled: bool,
+    ) -> Result<(), ControlError>;
+
+    async fn update_settings(
+        &self,
+        visitor: &Visitor,
+        owner: &str,
+        repo: &str,
+        change: &SettingsChange,
+    ) -> Result<(), ControlError>;
+
+    /// Queues a build of the recipe at `recipe_path` at its branch head;
+    /// returns the build's id.
+    async fn rebuild(
+        &self,
+        visitor: &Visitor,
+        owner: &str,
+        repo: &str,
+        recipe_path: &str,
+    ) -> Result<i64, ControlError>;
 }

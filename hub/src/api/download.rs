@@ -139,16 +139,16 @@ async fn by_tag(
     download.respond(&state, &method, &headers).await
 }
 
-/// One resolved image to answer with.
-struct Download {
-    key: StorageKey,
-    counts_for: CountsFor,
-    filename: String,
-    cache_control: &'static str,
+/// One resolved image to answer with; the OCI API serves its blobs with it too.
+pub(crate) struct Download {
+    pub(crate) key: StorageKey,
+    pub(crate) counts_for: CountsFor,
+    pub(crate) filename: String,
+    pub(crate) cache_control: &'static str,
 }
 
 impl Download {
-    async fn respond(
+    pub(crate) async fn respond(
         self,
         state: &AppState,
         method: &Method,
@@ -246,7 +246,7 @@ impl Download {
 }
 
 /// Whose download counter a completed download adds to.
-enum CountsFor {
+pub(crate) enum CountsFor {
     /// The repository that built the image of this digest.
     Image(String),
     /// The repository the tag is in.
@@ -384,7 +384,7 @@ fn if_range_matches(value: &HeaderValue, etag: &str, last_modified: SystemTime) 
 }
 
 /// Keeps a name safe inside a quoted `Content-Disposition` filename.
-fn safe_filename(name: &str) -> String {
+pub(crate) fn safe_filename(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {

@@ -6,6 +6,8 @@ use axum::Router;
 use crate::serve::AppState;
 
 pub mod download;
+pub mod oci;
+pub mod shub;
 pub mod webhook;
 pub mod worker;
 
@@ -13,6 +15,8 @@ pub mod worker;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(download::routes())
+        .merge(oci::routes())
+        .merge(shub::routes())
         .merge(webhook::routes())
         .nest(crate::worker::protocol::PREFIX, worker::routes())
 }

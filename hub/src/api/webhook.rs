@@ -488,8 +488,15 @@ async fn carry_out_push(
     // the recipes the first recorded (or, if the first scanned, scans too).
     let has_recipes = count_recipes_in(tx, repository.id).await? > 0;
     if needs_tree_listing(push.commit_count, has_recipes) {
-        let scan =
-            request_scan_in(tx, repository.id, &push.sha, &push.branch, delivery, now).await?;
+        let scan = request_scan_in(
+            tx,
+            repository.id,
+            &push.sha,
+            &push.branch,
+            Some(delivery),
+            now,
+        )
+        .await?;
         let why = if has_recipes {
             "the payload may list only some of the commits"
         } else {
@@ -527,6 +534,48 @@ async fn carry_out_push(
     })
 }
 
+/// A repository an installation grants, as GitHub names it.
+pub(crate) struct GrantedRepository<'a> {
+    pub github_id: i64,
+    pub owner: &'a str,
+    pub name: &'a str,
+    pub private: bool,
+    /// `None`: not said (installation payloads); assumed `main`.
+    pub default_branch: Option<&'a str>,
+}
+
+/// Puts the repository under the installation (internal id
+/// `installation_id`), adding it to the catalog when it is new, inside
+/// the caller's transaction: what an installation delivery does for each
+/// repository, and what enabling one on the connect page does.
+pub(crate) async fn grant_repository_in(
+    tx: &mut WriteTx,
+    installation_id: i64,
+    repo: &GrantedRepository<'_>,
+    now: Timestamp,
+) -> Result<Repository, sqlx::Error> {
+    let attached =
+        attach_repository_in(tx, repo.github_id, repo.owner, repo.name, installation_id).await?;
+    if let Some(attached) = attached {
+        return Ok(attached);
+    }
+    let new = NewRepository {
+        github_id: Some(repo.github_id),
+        owner: repo.owner.to_owned(),
+        name: repo.name.to_owned(),
+        default_branch: repo
+            .default_branch
+            .unwrap_or(ASSUMED_DEFAULT_BRANCH)
+            .to_owned(),
+        installation_id: Some(installation_id),
+        settings: RepositorySettings {
+            private: repo.private,
+            ..RepositorySettings::default()
+        },
+    };
+    insert_repository_in(tx, &new, now).await
+}
+
 async fn carry_out_installation(
     tx: &mut WriteTx,
     plan: &InstallationPlan,
@@ -545,25 +594,14 @@ async fn carry_out_installation(
                 let Some((owner, name)) = repo.owner_and_name() else {
                     continue;
                 };
-                let attached =
-                    attach_repository_in(tx, repo.id, owner, name, installation.id).await?;
-                if attached.is_none() {
-                    let new = NewRepository {
-                        github_id: Some(repo.id),
-                        owner: owner.to_owned(),
-                        name: name.to_owned(),
-                        default_branch: repo
-                            .default_branch
-                            .clone()
-                            .unwrap_or_else(|| ASSUMED_DEFAULT_BRANCH.to_owned()),
-                        installation_id: Some(installation.id),
-                        settings: RepositorySettings {
-                            private: repo.private,
-                            ..RepositorySettings::default()
-                        },
-                    };
-                    insert_repository_in(tx, &new, now).await?;
-                }
+                let granted = GrantedRepository {
+                    github_id: repo.id,
+                    owner,
+                    name,
+                    private: repo.private,
+                    default_branch: repo.default_branch.as_deref(),
+                };
+                grant_repository_in(tx, installation.id, &granted, now).await?;
                 names.insert(repo.full_name.clone());
             }
             format!(

@@ -45,9 +45,11 @@ use sqlx::{ConnectOptions as _, Connection as _};
 mod access;
 mod build_logs;
 mod catalog;
+mod container_images;
 mod deliveries;
 mod images;
 mod migrate;
+mod registry_tokens;
 mod scans;
 mod tokens;
 mod views;
@@ -62,6 +64,7 @@ pub(crate) use catalog::{
 pub use catalog::{
     Container, Installation, NewRepository, NewUser, Recipe, Repository, RepositorySettings, User,
 };
+pub use container_images::TagAndImage;
 pub use deliveries::WebhookDelivery;
 pub(crate) use deliveries::{record_delivery_in, set_delivery_outcome_in};
 pub(crate) use images::{check_digest, image_size, insert_image_in, set_tag_in, UPSERT_TAG};
@@ -72,8 +75,8 @@ pub(crate) use scans::{finish_scan_in, request_scan_in};
 pub use tokens::{hash_token, ApiToken, NewToken, TokenScope};
 pub(crate) use views::{catalog_search_text, note_tag_move_in};
 pub use views::{
-    BuildDetail, BuildEntry, CatalogEntry, CatalogOrder, ContainerEntry, TagMoveEntry, TaggedImage,
-    CATALOG_COUNT_CAP,
+    BuildDetail, BuildEntry, BuildFilter, BuildListEntry, CatalogEntry, CatalogOrder,
+    ContainerEntry, TagMoveEntry, TaggedImage, CATALOG_COUNT_CAP,
 };
 
 /// How long a SQLite writer waits for another before giving up.

@@ -68,13 +68,14 @@ impl Db {
     }
 }
 
-/// Requests a scan inside a caller's transaction; returns its id.
+/// Requests a scan inside a caller's transaction, for a webhook delivery
+/// or (`None`) a repository enabled on the connect page; returns its id.
 pub(crate) async fn request_scan_in(
     tx: &mut WriteTx,
     repository_id: i64,
     commit_sha: &str,
     branch: &str,
-    delivery_id: &str,
+    delivery_id: Option<&str>,
     now: Timestamp,
 ) -> Result<i64, sqlx::Error> {
     with_tx!(tx, |conn| {

@@ -1,6 +1,7 @@
 //! What the web pages read: catalog pages, a collection's containers, a
-//! container's tags, build lists and a build. Read-only; private
-//! repositories are left out until access control arrives. Every list is
+//! container's tags, build lists and a build. Read-only; lists and builds
+//! leave out private repositories the viewer may not read
+//! ([`visible_sql!`]). Every list is
 //! bounded (LIMIT/OFFSET or a fixed count) and walks an index: the catalog
 //! `repositories_owner_name`, `repositories_last_updated` or
 //! `repositories_downloads` (columns kept current where tags move and
@@ -96,6 +97,24 @@ pub struct BuildDetail {
     pub image_digest: Option<String>,
 }
 
+/// A build with its collection, as the builds lists show it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BuildListEntry {
+    #[sqlx(flatten)]
+    pub entry: BuildEntry,
+    pub owner: String,
+    pub repo: String,
+}
+
+/// Which builds [`Db::build_list`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildFilter {
+    /// One repository's; `None`: every visible one.
+    pub repository_id: Option<i64>,
+    /// Builds with this status (`running`, …); `None`: all.
+    pub status: Option<String>,
+}
+
 /// An image a tag got, and when.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct TagMoveEntry {
@@ -145,8 +164,9 @@ const LATEST_STATUS: &str = latest_status_sql!("");
 /// Of recipes making the tag `$2`.
 const LATEST_TAG_STATUS: &str = latest_status_sql!(" AND rc.tag = $2");
 
-/// Public repositories, with those matching the search when `$filter`
-/// says so: `$1` is the search as a `LIKE` pattern (see
+/// Repositories the viewer (login `$login`, user id `$user`, see
+/// [`visible_sql!`]) may see, with those matching the search when
+/// `$filter` says so: `$1` is the search as a `LIKE` pattern (see
 /// [`contains_pattern`]), `$raw` the lowercased search itself. Each
 /// backend matches the stored search text or `owner/name` its fastest
 /// way: SQLite's trigram full-text table (`repository_search`, migration
@@ -156,29 +176,35 @@ const LATEST_TAG_STATUS: &str = latest_status_sql!(" AND rc.tag = $2");
 /// searches, behind a `strpos` that rejects non-matching rows cheaply
 /// when the planner scans the table for a common word.
 macro_rules! catalog_where {
-    (all, $raw:literal) => {
-        " WHERE NOT r.private"
+    (all, $raw:literal, $login:literal, $user:literal) => {
+        concat!(" WHERE ", visible_sql!("r", $login, $user))
     };
-    (sqlite_indexed, $raw:literal) => {
+    (sqlite_indexed, $raw:literal, $login:literal, $user:literal) => {
         concat!(
-            " WHERE NOT r.private AND r.id IN (SELECT rowid FROM repository_search
+            " WHERE ",
+            visible_sql!("r", $login, $user),
+            " AND r.id IN (SELECT rowid FROM repository_search
                                                 WHERE repository_search MATCH ",
             $raw,
             ")"
         )
     };
-    (sqlite, $raw:literal) => {
+    (sqlite, $raw:literal, $login:literal, $user:literal) => {
         concat!(
-            " WHERE NOT r.private AND (instr(r.search_text, ",
+            " WHERE ",
+            visible_sql!("r", $login, $user),
+            " AND (instr(r.search_text, ",
             $raw,
             ") > 0 OR instr(lower(r.owner) || '/' || lower(r.name), ",
             $raw,
             ") > 0)"
         )
     };
-    (postgres, $raw:literal) => {
+    (postgres, $raw:literal, $login:literal, $user:literal) => {
         concat!(
-            " WHERE NOT r.private AND ((strpos(r.search_text, ",
+            " WHERE ",
+            visible_sql!("r", $login, $user),
+            " AND ((strpos(r.search_text, ",
             $raw,
             ") > 0 AND r.search_text LIKE $1 ESCAPE '\\')
               OR lower(r.owner) || '/' || lower(r.name) LIKE $1 ESCAPE '\\')"
@@ -198,7 +224,8 @@ macro_rules! catalog_matches {
 }
 
 /// The columns of [`CatalogEntry`] for one page (`LIMIT $2 OFFSET $3`,
-/// the search in `$1` and `$4`) of the catalog in `$order`. The page's ids
+/// the search in `$1` and `$4`, the viewer in `$5` and `$6`) of the
+/// catalog in `$order`. The page's ids
 /// are picked first, so the per-row joins and subqueries run for its rows
 /// only, not the skipped ones.
 macro_rules! catalog_sql {
@@ -215,7 +242,7 @@ macro_rules! catalog_sql {
              FROM (SELECT r.id",
             catalog_matches!($filter),
             " FROM repositories r",
-            catalog_where!($filter, "$4"),
+            catalog_where!($filter, "$4", "$5", "$6"),
             " ORDER BY ",
             catalog_order!($order),
             " LIMIT $2 OFFSET $3) page
@@ -258,12 +285,13 @@ const CATALOG_SEARCH_SQLITE: [&str; 3] = catalog_sqls!(sqlite);
 const CATALOG_SEARCH_SQLITE_INDEXED: [&str; 3] = catalog_sqls!(sqlite_indexed);
 const CATALOG_SEARCH_POSTGRES: [&str; 3] = catalog_sqls!(postgres);
 
-/// How many collections match, at most `$2` (the search in `$1` and `$3`).
+/// How many collections match, at most `$2` (the search in `$1` and `$3`,
+/// the viewer in `$4` and `$5`).
 macro_rules! catalog_count_sql {
     ($filter:tt) => {
         concat!(
             "SELECT COUNT(*) FROM (SELECT 1 AS one FROM repositories r",
-            catalog_where!($filter, "$3"),
+            catalog_where!($filter, "$3", "$4", "$5"),
             " LIMIT $2) capped"
         )
     };
@@ -397,6 +425,22 @@ fn search_value(search: &str, kind: SearchKind) -> String {
     }
 }
 
+/// The columns of [`BuildListEntry`] of builds of repository `$3` (all
+/// when negative) with status `$4` (all when empty), up to the visibility
+/// condition that ends it.
+macro_rules! build_list_head {
+    () => {
+        build_entry_sql!(
+            ", r.owner, r.name AS repo
+             FROM builds b
+             JOIN recipes rc ON rc.id = b.recipe_id
+             JOIN containers c ON c.id = rc.container_id
+             JOIN repositories r ON r.id = rc.repository_id
+             WHERE ($3 < 0 OR r.id = $3) AND ($4 = '' OR b.status = $4) AND "
+        )
+    };
+}
+
 /// A `LIKE` pattern matching `text` anywhere, without case; `%`, `_` and
 /// `\` in it match only themselves.
 fn contains_pattern(text: &str) -> String {
@@ -412,10 +456,11 @@ fn contains_pattern(text: &str) -> String {
 }
 
 impl Db {
-    /// Public collections whose `owner/name`, a container, tag or label
-    /// contains `search` (empty: all), `limit` of them from `offset`.
+    /// Collections `viewer` may see whose `owner/name`, a container, tag or
+    /// label contains `search` (empty: all), `limit` of them from `offset`.
     pub async fn catalog_page(
         &self,
+        viewer: &Viewer,
         search: &str,
         order: CatalogOrder,
         limit: i64,
@@ -434,12 +479,15 @@ impl Db {
         };
         let pattern = contains_pattern(search);
         let raw = search_value(search, search_kind(search, self.backend()));
+        let (login, user_id) = visibility_binds(viewer);
         with_pool!(self, |pool| {
             sqlx::query_as(sql)
                 .bind(&pattern)
                 .bind(limit)
                 .bind(offset)
                 .bind(&raw)
+                .bind(&login)
+                .bind(user_id)
                 // A search is planned for its words (a prepared plan would
                 // not know whether the trigram index pays).
                 .persistent(search.is_empty())
@@ -452,7 +500,7 @@ impl Db {
     /// How many collections [`Db::catalog_page`] finds for `search`,
     /// counted up to one more than [`CATALOG_COUNT_CAP`]: a count above
     /// the cap means "more than the cap".
-    pub async fn catalog_count(&self, search: &str) -> Result<i64, DbError> {
+    pub async fn catalog_count(&self, viewer: &Viewer, search: &str) -> Result<i64, DbError> {
         let kind = search_kind(search, self.backend());
         let sql = match kind {
             SearchKind::All => CATALOG_ALL_COUNT,
@@ -462,11 +510,14 @@ impl Db {
         };
         let pattern = contains_pattern(search);
         let raw = search_value(search, kind);
+        let (login, user_id) = visibility_binds(viewer);
         with_pool!(self, |pool| {
             sqlx::query_scalar(sql)
                 .bind(&pattern)
                 .bind(CATALOG_COUNT_CAP + 1)
                 .bind(&raw)
+                .bind(&login)
+                .bind(user_id)
                 .persistent(search.is_empty())
                 .fetch_one(pool)
                 .await
@@ -664,6 +715,34 @@ impl Db {
             .await
         })
         .map_err(DbError::query("find readable build"))
+    }
+
+    /// Builds `viewer` (login `$1`, user id `$2`) may see matching
+    /// `filter`, newest first, `limit` of them from `offset`.
+    pub async fn build_list(
+        &self,
+        viewer: &Viewer,
+        filter: &BuildFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<BuildListEntry>, DbError> {
+        let (login, user_id) = visibility_binds(viewer);
+        with_pool!(self, |pool| {
+            sqlx::query_as(concat!(
+                build_list_head!(),
+                visible_sql!("r", "$1", "$2"),
+                " ORDER BY b.id DESC LIMIT $5 OFFSET $6"
+            ))
+            .bind(&login)
+            .bind(user_id)
+            .bind(filter.repository_id.unwrap_or(-1))
+            .bind(filter.status.as_deref().unwrap_or(""))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(DbError::query("list builds"))
     }
 }
 

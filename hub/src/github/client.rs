@@ -114,6 +114,16 @@ struct Owner {
     login: String,
 }
 
+#[derive(Deserialize)]
+struct Branch {
+    commit: BranchCommit,
+}
+
+#[derive(Deserialize)]
+struct BranchCommit {
+    sha: String,
+}
+
 impl GitHubClient {
     /// App mode when `github_app_id` and `github_app_key_file` are set,
     /// token mode when `github_token` is (both may be: App repositories use
@@ -273,7 +283,7 @@ impl GitHubClient {
 
 /// Sends `request`; an error status becomes [`GitHubError::Status`] with
 /// GitHub's `message`.
-async fn send(
+pub(super) async fn send(
     what: &str,
     request: RequestBuilder,
     anonymous: bool,
@@ -323,7 +333,7 @@ fn transport(what: &str, e: &reqwest::Error) -> GitHubError {
     }
 }
 
-async fn decode<T: serde::de::DeserializeOwned>(
+pub(super) async fn decode<T: serde::de::DeserializeOwned>(
     what: &str,
     response: Response,
 ) -> Result<T, GitHubError> {
@@ -335,7 +345,7 @@ async fn decode<T: serde::de::DeserializeOwned>(
 }
 
 /// The `rel="next"` URL of a `Link` header.
-fn next_link(response: &Response) -> Option<String> {
+pub(super) fn next_link(response: &Response) -> Option<String> {
     let link = response.headers().get(LINK)?.to_str().ok()?;
     link.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
@@ -476,6 +486,16 @@ impl GitHubApi for GitHubClient {
             };
         }
         Ok(repositories)
+    }
+
+    async fn branch_head(&self, repo: &RepoRef, branch: &str) -> Result<String, GitHubError> {
+        let what = format!("branch {branch} of {}", repo.full_name());
+        let credential = self.credential(repo).await?;
+        let url = self.url(&["repos", &repo.owner, &repo.name, "branches", branch]);
+        let request = self.request(Method::GET, url).timeout(CALL_TIMEOUT);
+        let response = self.send_as(&what, &credential, request).await?;
+        let answer: Branch = decode(&what, response).await?;
+        Ok(answer.commit.sha)
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod app;
 mod client;
 pub mod discovery;
+pub mod oauth;
 pub mod scan;
 pub mod status;
 pub mod webhook;
@@ -134,4 +135,8 @@ pub trait GitHubApi: Send + Sync + std::fmt::Debug {
         &self,
         installation_id: i64,
     ) -> Result<Vec<RemoteRepository>, GitHubError>;
+
+    /// The commit `branch` of `repo` points at now (for a repository's
+    /// first builds and for rebuilds).
+    async fn branch_head(&self, repo: &RepoRef, branch: &str) -> Result<String, GitHubError>;
 }

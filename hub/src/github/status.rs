@@ -186,6 +186,9 @@ mod tests {
         ) -> Result<Vec<RemoteRepository>, GitHubError> {
             unreachable!("not used")
         }
+        async fn branch_head(&self, _: &RepoRef, _: &str) -> Result<String, GitHubError> {
+            unreachable!("not used")
+        }
     }
 
     fn report(build_id: i64, stage: BuildStage, description: &str) -> BuildReport {

@@ -8,6 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::model::Visitor;
 use crate::WebState;
 
 use super::PageError;
@@ -47,13 +48,14 @@ fn text_width(text: &str) -> usize {
 
 pub(crate) async fn badge(
     State(state_): State<WebState>,
+    visitor: Visitor,
     Path((owner, repo, container)): Path<(String, String, String)>,
     Query(query): Query<BadgeQuery>,
 ) -> Result<Response, PageError> {
     let tag = query.tag.as_deref().filter(|t| !t.is_empty());
     let status = state_
         .model
-        .build_status(&owner, &repo, &container, tag)
+        .build_status(&visitor, &owner, &repo, &container, tag)
         .await?
         .ok_or(PageError::NotFound)?;
     let (message, colour) = state(status.as_deref());

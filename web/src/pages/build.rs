@@ -8,14 +8,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use crate::model::BuildView;
+use crate::model::{BuildView, Visitor};
 use crate::WebState;
 
-use super::PageError;
+use super::{Header, PageError};
 
 #[derive(Template)]
 #[template(path = "build.html")]
 struct BuildPage {
+    header: Header,
     build: BuildView,
     log: String,
     in_progress: bool,
@@ -23,20 +24,26 @@ struct BuildPage {
 
 pub(crate) async fn page(
     State(state): State<WebState>,
+    visitor: Visitor,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     // A malformed id is a page that does not exist, not a bad request.
     let id: i64 = id.parse().map_err(|_| PageError::NotFound)?;
-    let build = state.model.build(id).await?.ok_or(PageError::NotFound)?;
+    let build = state
+        .model
+        .build(&visitor, id)
+        .await?
+        .ok_or(PageError::NotFound)?;
     let log = state
         .model
-        .build_log(id)
+        .build_log(&visitor, id)
         .await?
         .ok_or(PageError::NotFound)?;
     let in_progress = matches!(build.summary.status.as_str(), "queued" | "running");
     Ok(super::render(
         StatusCode::OK,
         &BuildPage {
+            header: Header::new(&state.site, &visitor),
             build,
             log,
             in_progress,

@@ -16,7 +16,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt as _};
 
-use crate::model::{LogTail, ReadModel};
+use crate::model::{LogTail, ReadModel, Visitor};
 use crate::WebState;
 
 use super::{error_chain, PageError};
@@ -27,6 +27,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Where one viewer's stream stands.
 struct Viewer {
     model: Arc<dyn ReadModel>,
+    /// Who follows: the build stays visible only while they may see it.
+    visitor: Visitor,
     build_id: i64,
     /// The attempt whose chunks are being sent; `None` before the first poll.
     attempt: Option<i64>,
@@ -84,7 +86,7 @@ impl Viewer {
         tokio::time::sleep(POLL_INTERVAL).await;
         match self
             .model
-            .log_since(self.build_id, self.attempt, self.last_seq)
+            .log_since(&self.visitor, self.build_id, self.attempt, self.last_seq)
             .await
         {
             Ok(Some(tail)) => {
@@ -109,6 +111,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<(i64, i64)> {
 
 pub(crate) async fn stream(
     State(state): State<WebState>,
+    visitor: Visitor,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
@@ -116,6 +119,7 @@ pub(crate) async fn stream(
     let seen = last_event_id(&headers);
     let mut viewer = Viewer {
         model: state.model.clone(),
+        visitor: visitor.clone(),
         build_id,
         attempt: seen.map(|(attempt, _)| attempt),
         last_seq: seen.map_or(-1, |(_, seq)| seq),
@@ -124,7 +128,7 @@ pub(crate) async fn stream(
     };
     let tail = state
         .model
-        .log_since(build_id, viewer.attempt, viewer.last_seq)
+        .log_since(&visitor, build_id, viewer.attempt, viewer.last_seq)
         .await?
         .ok_or(PageError::NotFound)?;
     let first = viewer.advance(tail);

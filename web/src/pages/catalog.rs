@@ -9,10 +9,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use crate::format;
-use crate::model::{CatalogQuery, CatalogSort, CollectionSummary};
+use crate::model::{CatalogQuery, CatalogSort, CollectionSummary, Visitor};
 use crate::WebState;
 
-use super::PageError;
+use super::{Header, PageError, TimeText};
 
 /// Collections on one page of the catalog.
 const PER_PAGE: u32 = 20;
@@ -34,6 +34,7 @@ struct SortLink {
 #[derive(Template)]
 #[template(path = "catalog.html")]
 struct CatalogPage {
+    header: Header,
     search: String,
     sort: CatalogSort,
     page: u32,
@@ -43,24 +44,12 @@ struct CatalogPage {
     sort_links: Vec<SortLink>,
     prev_href: Option<String>,
     next_href: Option<String>,
-    /// Unix milliseconds, for relative times.
-    now: i64,
 }
 
 impl CollectionSummary {
-    pub fn updated_text(&self) -> String {
-        format::when_opt(self.updated_at)
-    }
-
-    /// When its latest tag moved, relative to `now`; `—` without images.
-    pub fn updated_ago(&self, now: &i64) -> String {
-        self.updated_at
-            .map_or_else(|| "—".to_owned(), |at| format::ago(at, *now))
-    }
-
-    /// The `datetime` attribute of its update time.
-    pub fn updated_datetime(&self) -> String {
-        self.updated_at.map(format::rfc3339).unwrap_or_default()
+    /// When its latest tag moved; `None` without images.
+    pub fn updated_time(&self) -> Option<TimeText> {
+        self.updated_at.map(TimeText::of)
     }
 
     pub fn latest_size_text(&self) -> String {
@@ -117,6 +106,7 @@ fn href(search: &str, sort: CatalogSort, page: u32) -> String {
 
 pub(crate) async fn page(
     State(state): State<WebState>,
+    visitor: Visitor,
     Query(params): Query<Params>,
 ) -> Result<Response, PageError> {
     let search = params.q.unwrap_or_default().trim().to_owned();
@@ -132,7 +122,7 @@ pub(crate) async fn page(
         page,
         per_page: PER_PAGE,
     };
-    let found = state.model.catalog(&query).await?;
+    let found = state.model.catalog(&visitor, &query).await?;
     let first = i64::from(page - 1) * i64::from(PER_PAGE) + 1;
     let sort_links = [
         (CatalogSort::Name, "name"),
@@ -147,6 +137,7 @@ pub(crate) async fn page(
     })
     .collect();
     let view = CatalogPage {
+        header: Header::new(&state.site, &visitor),
         range_text: range_text(
             first,
             found.page.items.len(),
@@ -160,7 +151,6 @@ pub(crate) async fn page(
         search,
         sort,
         page,
-        now: chrono::Utc::now().timestamp_millis(),
     };
     Ok(super::render(StatusCode::OK, &view))
 }

@@ -7,14 +7,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use crate::format;
-use crate::model::{BuildSummary, TagView};
+use crate::model::{BuildSummary, TagView, Visitor};
 use crate::{Site, WebState};
 
-use super::PageError;
+use super::{Header, PageError, TimeText};
 
 #[derive(Template)]
 #[template(path = "container.html")]
 struct ContainerPage {
+    header: Header,
     owner: String,
     repo: String,
     name: String,
@@ -42,8 +43,8 @@ impl TagView {
         format::size(self.size)
     }
 
-    pub fn updated_text(&self) -> String {
-        format::when(self.updated_at)
+    pub fn updated_time(&self) -> TimeText {
+        TimeText::of(self.updated_at)
     }
 }
 
@@ -82,11 +83,12 @@ fn pulls(site: &Site, owner: &str, repo: &str, container: &str, tag: &str) -> Ve
 
 pub(crate) async fn page(
     State(state): State<WebState>,
+    visitor: Visitor,
     Path((owner, repo, container)): Path<(String, String, String)>,
 ) -> Result<Response, PageError> {
     let view = state
         .model
-        .container(&owner, &repo, &container)
+        .container(&visitor, &owner, &repo, &container)
         .await?
         .ok_or(PageError::NotFound)?;
     // The stored spelling of names, not the URL's (owners compare without case).
@@ -107,6 +109,7 @@ pub(crate) async fn page(
         state.site.public_url, view.owner, view.repo, view.name
     );
     let page = ContainerPage {
+        header: Header::new(&state.site, &visitor),
         badge_markdown: format!("[![build status]({page_url}/badge.svg)]({page_url})"),
         owner: view.owner,
         repo: view.repo,

@@ -9,7 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::format;
-use crate::model::{FeedView, TagMove};
+use crate::model::{FeedView, TagMove, Visitor};
 use crate::{Site, WebState};
 
 use super::PageError;
@@ -117,11 +117,12 @@ fn render(site: &Site, view: FeedView) -> Response {
 
 pub(crate) async fn collection(
     State(state): State<WebState>,
+    visitor: Visitor,
     Path((owner, repo)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
     let view = state
         .model
-        .feed(&owner, &repo, None, FEED_ENTRIES)
+        .feed(&visitor, &owner, &repo, None, FEED_ENTRIES)
         .await?
         .ok_or(PageError::NotFound)?;
     Ok(render(&state.site, view))
@@ -129,11 +130,12 @@ pub(crate) async fn collection(
 
 pub(crate) async fn container(
     State(state): State<WebState>,
+    visitor: Visitor,
     Path((owner, repo, container)): Path<(String, String, String)>,
 ) -> Result<Response, PageError> {
     let view = state
         .model
-        .feed(&owner, &repo, Some(&container), FEED_ENTRIES)
+        .feed(&visitor, &owner, &repo, Some(&container), FEED_ENTRIES)
         .await?
         .ok_or(PageError::NotFound)?;
     Ok(render(&state.site, view))

@@ -174,7 +174,9 @@ const LATEST_TAG_STATUS: &str = latest_status_sql!(" AND rc.tag = $2");
 /// `instr` (a byte search, far faster than its `LIKE`); PostgreSQL's
 /// `LIKE`, which the trigram indexes answer for selective
 /// searches, behind a `strpos` that rejects non-matching rows cheaply
-/// when the planner scans the table for a common word.
+/// when the planner scans the table for a common word; `OFFSET 0` keeps
+/// that search a subquery planned (and hashed) on its own, so the order's
+/// index is walked against the matches instead of testing each row's text.
 macro_rules! catalog_where {
     (all, $raw:literal, $login:literal, $user:literal) => {
         concat!(" WHERE ", visible_sql!("r", $login, $user))
@@ -204,10 +206,12 @@ macro_rules! catalog_where {
         concat!(
             " WHERE ",
             visible_sql!("r", $login, $user),
-            " AND ((strpos(r.search_text, ",
+            " AND r.id IN (SELECT s.id FROM repositories s
+                           WHERE (strpos(s.search_text, ",
             $raw,
-            ") > 0 AND r.search_text LIKE $1 ESCAPE '\\')
-              OR lower(r.owner) || '/' || lower(r.name) LIKE $1 ESCAPE '\\')"
+            ") > 0 AND s.search_text LIKE $1 ESCAPE '\\')
+                              OR lower(s.owner) || '/' || lower(s.name) LIKE $1 ESCAPE '\\'
+                           OFFSET 0)"
         )
     };
 }

@@ -10,7 +10,7 @@ role=${1:?usage: install-deps.sh serve|test|bench}
 serve_pkgs=(ca-certificates squashfs-tools slirp4netns)
 # Real components the tests run against (see ARCHITECTURE.md, "Testing").
 test_pkgs=(python3 python3-venv git siftool golang-go golang-github-apptainer-container-library-client-dev
-  docker-registry skopeo umoci busybox-static debootstrap apache2-utils jq postgresql curl openssl
+  docker-registry skopeo umoci busybox-static debootstrap apache2-utils jq postgresql sqlite3 curl openssl
   chromium chromium-driver)
 # What the benchmarks time, and the standard tools they compare with.
 bench_pkgs=(hyperfine wrk nginx-light)

@@ -170,6 +170,7 @@ fn tag_view(tagged: TaggedImage) -> TagView {
         size: tagged.size,
         commit_sha: tagged.commit_sha,
         recipe_path: tagged.recipe_path,
+        pushed: tagged.pushed,
     }
 }
 

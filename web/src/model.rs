@@ -222,6 +222,8 @@ pub struct TagView {
     pub labels: Vec<(String, String)>,
     pub help: Option<String>,
     pub runscript: Option<String>,
+    /// Pushed by a client (`apptainer push`) rather than built here.
+    pub pushed: bool,
 }
 
 /// A build as lists show it.

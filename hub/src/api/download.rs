@@ -38,7 +38,7 @@ use crate::storage::{ByteStream, StorageError, StorageKey};
 /// over a slow link, with room for retries.
 const SIGNED_URL_VALIDITY: Duration = Duration::from_secs(12 * 60 * 60);
 /// The tag a reference without `:<tag>` names.
-const DEFAULT_TAG: &str = "latest";
+pub(crate) const DEFAULT_TAG: &str = "latest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -139,7 +139,8 @@ async fn by_tag(
     download.respond(&state, &method, &headers).await
 }
 
-/// One resolved image to answer with; the OCI API serves its blobs with it too.
+/// One resolved image to answer with; the library API serves its pulls
+/// and the OCI API its blobs with it too.
 pub(crate) struct Download {
     pub(crate) key: StorageKey,
     pub(crate) counts_for: CountsFor,

@@ -6,6 +6,7 @@ use axum::Router;
 use crate::serve::AppState;
 
 pub mod download;
+pub mod library;
 pub mod oci;
 pub mod shub;
 pub mod webhook;
@@ -15,6 +16,7 @@ pub mod worker;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(download::routes())
+        .merge(library::routes())
         .merge(oci::routes())
         .merge(shub::routes())
         .merge(webhook::routes())

@@ -66,6 +66,8 @@ pub struct TaggedImage {
     pub sif_metadata: serde_json::Value,
     pub commit_sha: Option<String>,
     pub recipe_path: Option<String>,
+    /// Pushed by a client rather than built here.
+    pub pushed: bool,
 }
 
 /// A build with the container and tag its recipe makes.
@@ -587,7 +589,7 @@ impl Db {
         with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT t.name AS tag, t.frozen, t.updated_at, i.digest, i.size, i.sif_metadata,
-                        i.commit_sha, i.recipe_path
+                        i.commit_sha, i.recipe_path, i.pushed
                  FROM tags t JOIN images i ON i.id = t.image_id
                  WHERE t.container_id = $1
                  ORDER BY t.name",

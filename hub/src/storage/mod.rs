@@ -122,6 +122,11 @@ pub enum StorageKey {
     /// An image as a worker uploaded it for one attempt of a build,
     /// unverified until [`Storage::promote`] copies it to its image key.
     Upload { build_id: i64, attempt: i64 },
+    /// An image a library client pushes (`apptainer push`) to a signed
+    /// URL, unverified until promoted, like [`StorageKey::Upload`].
+    LibraryUpload { upload_id: i64 },
+    /// One staged part of a library client's multipart push.
+    LibraryPart { upload_id: i64, part: i64 },
 }
 
 impl StorageKey {
@@ -158,6 +163,10 @@ impl StorageKey {
             StorageKey::BuildLog { build_id } => format!("logs/{build_id}.log"),
             StorageKey::Upload { build_id, attempt } => {
                 format!("uploads/{build_id}-{attempt}.sif")
+            }
+            StorageKey::LibraryUpload { upload_id } => format!("uploads/library/{upload_id}.sif"),
+            StorageKey::LibraryPart { upload_id, part } => {
+                format!("uploads/library/{upload_id}/part-{part}")
             }
         }
     }
@@ -782,6 +791,18 @@ mod tests {
         );
         assert_eq!(StorageKey::build_log(42).path(), "logs/42.log");
         assert_eq!(StorageKey::upload(42, 3).path(), "uploads/42-3.sif");
+        assert_eq!(
+            StorageKey::LibraryUpload { upload_id: 7 }.path(),
+            "uploads/library/7.sif"
+        );
+        assert_eq!(
+            StorageKey::LibraryPart {
+                upload_id: 7,
+                part: 2
+            }
+            .path(),
+            "uploads/library/7/part-2"
+        );
         for bad in [
             "../x",
             "",

@@ -5,13 +5,17 @@
 //! everyone else.
 
 use sifhub_web::model::{
-    BuildListItem, BuildSummary, BuildView, BuildsQuery, CatalogQuery, CatalogSort,
+    BuildListItem, BuildSummary, BuildView, BuildsQuery, CatalogQuery, CatalogResults, CatalogSort,
     CollectionControls, CollectionSummary, CollectionView, ContainerSummary, ContainerView,
-    FeedView, LogTail, ModelError, Page, ReadModel, RecipeRow, TagMove, TagView, Visitor,
+    FeedView, LatestTag, LogTail, ModelError, Page, ReadModel, RecipeRow, TagMove, TagView,
+    Visitor,
 };
 
 use crate::access::{Via, Viewer, ViewerUser};
-use crate::db::{BuildEntry, BuildFilter, CatalogOrder, Db, Permission, Repository, TaggedImage};
+use crate::db::{
+    BuildEntry, BuildFilter, CatalogEntry, CatalogOrder, Db, Permission, Repository, TaggedImage,
+    CATALOG_COUNT_CAP,
+};
 use crate::storage::{Storage, StorageError, StorageKey};
 
 /// Builds listed on a collection or container page.
@@ -94,6 +98,26 @@ pub fn viewer_of(visitor: &Visitor) -> Viewer {
     }
 }
 
+fn collection_summary(entry: CatalogEntry) -> CollectionSummary {
+    let latest = match (entry.latest_container, entry.latest_tag, entry.latest_size) {
+        (Some(container), Some(tag), Some(size)) => Some(LatestTag {
+            container,
+            tag,
+            size,
+        }),
+        _ => None,
+    };
+    CollectionSummary {
+        owner: entry.owner,
+        name: entry.name,
+        containers: entry.containers,
+        updated_at: entry.updated_at,
+        latest,
+        status: entry.status,
+        downloads: entry.downloads,
+    }
+}
+
 fn build_summary(entry: BuildEntry) -> BuildSummary {
     BuildSummary {
         id: entry.id,
@@ -156,38 +180,40 @@ impl ReadModel for WebModel {
         &self,
         visitor: &Visitor,
         query: &CatalogQuery,
-    ) -> Result<Page<CollectionSummary>, ModelError> {
+    ) -> Result<CatalogResults, ModelError> {
+        let viewer = viewer_of(visitor);
         let order = match query.sort {
             CatalogSort::Name => CatalogOrder::Name,
             CatalogSort::Updated => CatalogOrder::Updated,
+            CatalogSort::Downloads => CatalogOrder::Downloads,
         };
         let per_page = i64::from(query.per_page);
         let offset = i64::from(query.page.saturating_sub(1)) * per_page;
         // One more than a page tells whether another follows.
         let mut entries = self
             .db
-            .catalog_page(
-                &viewer_of(visitor),
-                &query.search,
-                order,
-                per_page + 1,
-                offset,
-            )
+            .catalog_page(&viewer, &query.search, order, per_page + 1, offset)
             .await
             .map_err(ModelError::read("catalog"))?;
+        // A search's page says how many it matched; otherwise (all, or a
+        // page past the last match) count.
+        let total = match entries.first().and_then(|e| e.matches) {
+            Some(matches) => matches,
+            None => self
+                .db
+                .catalog_count(&viewer, &query.search)
+                .await
+                .map_err(ModelError::read("catalog count"))?,
+        };
         let has_next = entries.len() > query.per_page as usize;
         entries.truncate(query.per_page as usize);
-        Ok(Page {
-            items: entries
-                .into_iter()
-                .map(|e| CollectionSummary {
-                    owner: e.owner,
-                    name: e.name,
-                    containers: e.containers,
-                    updated_at: e.updated_at,
-                })
-                .collect(),
-            has_next,
+        Ok(CatalogResults {
+            page: Page {
+                items: entries.into_iter().map(collection_summary).collect(),
+                has_next,
+            },
+            total: total.min(CATALOG_COUNT_CAP),
+            total_capped: total > CATALOG_COUNT_CAP,
         })
     }
 

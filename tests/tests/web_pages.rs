@@ -339,14 +339,14 @@ async fn pages_show_the_catalog_and_hide_private_collections() {
             hub.repository("bulk", &format!("repo-{n:02}"), false).await;
         }
 
-        // Catalog by name, 50 a page: `bulk/…` first, then `Sylabs/lolcow`;
-        // never the private collection.
+        // Catalog by name, 20 a page: `bulk/…` first, then `Sylabs/lolcow`
+        // on the third; never the private collection.
         let home = hub.page("/").await;
         assert!(home.contains("href=\"/bulk/repo-00\""), "{home}");
         assert!(!home.contains("Sylabs/lolcow"), "{home}");
         assert!(!home.contains("corp/hidden"), "{home}");
         assert!(home.contains("href=\"/?page=2\""), "{home}");
-        let second = hub.page("/?page=2").await;
+        let second = hub.page("/?page=3").await;
         assert!(second.contains("bulk/repo-51"), "{second}");
         assert!(second.contains("href=\"/Sylabs/lolcow\""), "{second}");
         assert!(!second.contains("corp/hidden"), "{second}");

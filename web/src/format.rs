@@ -32,9 +32,20 @@ pub fn relative(millis: i64, now: i64) -> String {
     format!("{count} {unit}{plural} ago")
 }
 
-/// An optional time, `—` when absent.
-pub fn when_opt(millis: Option<i64>) -> String {
-    millis.map_or_else(|| "—".to_owned(), when)
+/// A count with thousands separated by commas: `5,000`.
+pub fn count(value: i64) -> String {
+    let digits = value.unsigned_abs().to_string();
+    let mut text = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    if value < 0 {
+        text.insert(0, '-');
+    }
+    text
 }
 
 /// A byte count in binary units, one decimal above bytes.
@@ -72,7 +83,6 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(when(0), "1970-01-01 00:00 UTC");
-        assert_eq!(when_opt(None), "—");
         assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01Z");
         assert_eq!(size(512), "512 B");
         assert_eq!(size(1536), "1.5 KiB");
@@ -86,5 +96,10 @@ mod tests {
         assert_eq!(relative(0, 7_200_000), "2 hours ago");
         assert_eq!(relative(0, 3 * 86_400_000), "3 days ago");
         assert_eq!(relative(1_000, 0), "just now");
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(5_000), "5,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(count(-1_000), "-1,000");
     }
 }

@@ -76,6 +76,8 @@ pub enum CatalogSort {
     Name,
     /// Most recently updated tag first.
     Updated,
+    /// Most downloaded first.
+    Downloads,
 }
 
 impl CatalogSort {
@@ -83,6 +85,7 @@ impl CatalogSort {
         match self {
             CatalogSort::Name => "name",
             CatalogSort::Updated => "updated",
+            CatalogSort::Downloads => "downloads",
         }
     }
 
@@ -90,6 +93,7 @@ impl CatalogSort {
     pub fn from_param(value: Option<&str>) -> Self {
         match value {
             Some("updated") => CatalogSort::Updated,
+            Some("downloads") => CatalogSort::Downloads,
             _ => CatalogSort::Name,
         }
     }
@@ -98,7 +102,8 @@ impl CatalogSort {
 /// One page of the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogQuery {
-    /// Words to find in owner, repository or container names; empty: all.
+    /// Text to find in owner, repository, container or tag names or label
+    /// text; empty: all.
     pub search: String,
     pub sort: CatalogSort,
     /// 1-based.
@@ -113,6 +118,16 @@ pub struct Page<T> {
     pub has_next: bool,
 }
 
+/// One page of the catalog, and how many collections match in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogResults {
+    pub page: Page<CollectionSummary>,
+    /// Matching collections, counted up to a cap.
+    pub total: i64,
+    /// True when more than `total` match.
+    pub total_capped: bool,
+}
+
 /// A collection (repository) as the catalog lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionSummary {
@@ -121,6 +136,21 @@ pub struct CollectionSummary {
     pub containers: i64,
     /// When a tag of it last moved (unix milliseconds); `None`: no images yet.
     pub updated_at: Option<i64>,
+    /// The tag that moved last; `None`: no images yet.
+    pub latest: Option<LatestTag>,
+    /// Its latest build's status (as [`BuildSummary::status`]), leaving
+    /// out cancelled and superseded builds; `None`: none built.
+    pub status: Option<String>,
+    /// Completed downloads of its images.
+    pub downloads: i64,
+}
+
+/// The tag of a collection that moved last, and its image's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestTag {
+    pub container: String,
+    pub tag: String,
+    pub size: i64,
 }
 
 /// A collection page: its containers and latest builds.
@@ -302,7 +332,7 @@ pub trait ReadModel: Send + Sync {
         &self,
         visitor: &Visitor,
         query: &CatalogQuery,
-    ) -> Result<Page<CollectionSummary>, ModelError>;
+    ) -> Result<CatalogResults, ModelError>;
 
     async fn collection(
         &self,

@@ -8,8 +8,17 @@
 //! Several ranges get the whole image. On S3 a `GET` is redirected to a
 //! signed URL, so the bytes flow from the bucket, not through the hub.
 //! Each download takes from the caller's rate limit (`crate::ratelimit`).
+//!
+//! Downloads are counted for the catalog (`repositories.downloads`): once
+//! per `GET` whose body reaches the image's last byte (a whole image, or
+//! the range that finishes a resumed one; not a `HEAD`, a 304 or a range
+//! from the middle), or per redirect to S3, whose end the hub cannot see.
+//! The count is one UPDATE run in the background, so no response waits
+//! for it.
 
 use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -18,12 +27,14 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
+use futures_util::Stream;
 
 use crate::access::Viewer;
-use crate::db::{DbError, Image};
+use crate::db::{Db, DbError, Image};
 use crate::ratelimit::{ClientAddr, RateLimited};
 use crate::serve::AppState;
-use crate::storage::{StorageError, StorageKey};
+use crate::storage::{ByteStream, StorageError, StorageKey};
 
 /// How long a signed S3 URL stays valid: long enough for a multi-GiB image
 /// over a slow link, with room for retries.
@@ -82,13 +93,15 @@ async fn by_digest(
     state.rate_limits.download(&viewer, client)?;
     let not_found = || DownloadError::NotFound(format!("image sha256:{hex}"));
     let key = StorageKey::image(&hex).map_err(|_| not_found())?;
+    let digest = format!("sha256:{hex}");
     state
         .db
-        .find_readable_image_by_digest(&viewer, &format!("sha256:{hex}"))
+        .find_readable_image_by_digest(&viewer, &digest)
         .await?
         .ok_or_else(not_found)?;
     let download = Download {
         key,
+        counts_for: CountsFor::Image(digest),
         filename: format!("{hex}.sif"),
         // The bytes behind a digest never change; shared caches may keep
         // them only when anyone may fetch them.
@@ -124,9 +137,11 @@ async fn by_tag(
         .strip_prefix("sha256:")
         .unwrap_or(&image.digest);
     let key = StorageKey::image(hex)?;
+    let filename = format!("{}_{}.sif", safe_filename(container), safe_filename(tag));
     let download = Download {
         key,
-        filename: format!("{}_{}.sif", safe_filename(container), safe_filename(tag)),
+        counts_for: CountsFor::Repository { owner, repo },
+        filename,
         // A tag moves on rebuild: caches must revalidate (the ETag makes that cheap).
         cache_control: "no-cache",
     };
@@ -137,6 +152,7 @@ async fn by_tag(
 /// and the OCI API its blobs with it too.
 pub(crate) struct Download {
     pub(crate) key: StorageKey,
+    pub(crate) counts_for: CountsFor,
     pub(crate) filename: String,
     pub(crate) cache_control: &'static str,
 }
@@ -178,6 +194,7 @@ impl Download {
                 .signed_download_url(&self.key, SIGNED_URL_VALIDITY)
                 .await?;
             if let Some(url) = signed {
+                self.counts_for.count(&state.db);
                 return Ok(common(StatusCode::TEMPORARY_REDIRECT)
                     .header(header::LOCATION, url)
                     .body(Body::empty())?);
@@ -200,7 +217,8 @@ impl Download {
                 .body(Body::empty())?,
             RangeRequest::Full => {
                 let body = if with_body {
-                    Body::from_stream(state.storage.get(&self.key, None).await?)
+                    let stream = state.storage.get(&self.key, None).await?;
+                    Body::from_stream(CountAtEnd::new(stream, self.counts_for, &state.db))
                 } else {
                     Body::empty()
                 };
@@ -214,8 +232,14 @@ impl Download {
                 let content_range =
                     format!("bytes {}-{}/{}", range.start, range.end - 1, info.size);
                 let length = range.end - range.start;
+                let reaches_end = range.end == info.size;
                 let body = if with_body {
-                    Body::from_stream(state.storage.get(&self.key, Some(range)).await?)
+                    let stream = state.storage.get(&self.key, Some(range)).await?;
+                    if reaches_end {
+                        Body::from_stream(CountAtEnd::new(stream, self.counts_for, &state.db))
+                    } else {
+                        Body::from_stream(stream)
+                    }
                 } else {
                     Body::empty()
                 };
@@ -228,6 +252,67 @@ impl Download {
             }
         };
         Ok(response)
+    }
+}
+
+/// Whose download counter a completed download adds to.
+pub(crate) enum CountsFor {
+    /// The repository that built the image of this digest.
+    Image(String),
+    /// The repository the tag is in.
+    Repository { owner: String, repo: String },
+}
+
+impl CountsFor {
+    /// Counts one download in the background; a failure is only logged,
+    /// the download itself went through.
+    fn count(self, db: &Db) {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let counted = match &self {
+                CountsFor::Image(digest) => db.count_image_download(digest).await,
+                CountsFor::Repository { owner, repo } => {
+                    db.count_repository_download(owner, repo).await
+                }
+            };
+            if let Err(e) = counted {
+                tracing::warn!("cannot count a download: {e}");
+            }
+        });
+    }
+}
+
+/// A body stream that counts a download when it ends: after its last
+/// chunk, not when the client went away or storage failed midway.
+struct CountAtEnd {
+    inner: ByteStream,
+    pending: Option<(CountsFor, Db)>,
+}
+
+impl CountAtEnd {
+    fn new(inner: ByteStream, counts_for: CountsFor, db: &Db) -> Self {
+        Self {
+            inner,
+            pending: Some((counts_for, db.clone())),
+        }
+    }
+}
+
+impl Stream for CountAtEnd {
+    type Item = Result<Bytes, StorageError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some((counts_for, db)) = self.pending.take() {
+                    counts_for.count(&db);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.pending = None,
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+        }
+        polled
     }
 }
 

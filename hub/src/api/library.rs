@@ -38,7 +38,7 @@ use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Via, Viewer};
-use crate::api::download::{safe_filename, Download, DownloadError, DEFAULT_TAG};
+use crate::api::download::{safe_filename, CountsFor, Download, DownloadError, DEFAULT_TAG};
 use crate::db::{
     hash_token, Container, DbError, Image, LibraryUpload, LibraryUploadPart, NewImage, Permission,
     Repository, Timestamp, TokenScope,
@@ -1104,6 +1104,8 @@ async fn pull(
         .unwrap_or(&image.digest);
     let download = Download {
         key: StorageKey::image(hex)?,
+        // A library pull is a download of the image, counted for its collection.
+        counts_for: CountsFor::Image(image.digest.clone()),
         filename: format!("{}_{}.sif", safe_filename(container), safe_filename(tag)),
         cache_control: if digest_of_hash(tag).is_some() {
             "private, max-age=31536000, immutable"

@@ -44,7 +44,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
 use crate::access::{AccessError, Viewer};
-use crate::api::download::{safe_filename, Download, DownloadError};
+use crate::api::download::{safe_filename, CountsFor, Download, DownloadError};
 use crate::db::{
     hash_token, Container, DbError, Image, NewImage, NewToken, Permission, Repository, TokenScope,
 };
@@ -682,6 +682,11 @@ async fn blob(
         .ok_or_else(|| OciError::BlobUnknown(format!("{}@{digest}", target.name)))?;
     let download = Download {
         key: StorageKey::image(hex)?,
+        // An OCI client pulling the SIF is a download of the collection's image.
+        counts_for: CountsFor::Repository {
+            owner: target.repository.owner.clone(),
+            repo: target.repository.name.clone(),
+        },
         filename: format!(
             "{}_{}.sif",
             safe_filename(&target.container.name),

@@ -196,6 +196,7 @@ macro_rules! set_tag_in {
             .bind(now)
             .execute(&mut *$tx)
             .await?;
+            $crate::db::note_tag_move_in!($tx, moved.container_id, moved.id, now)?;
             Ok(Ok($crate::db::TagChange {
                 previous_image_id: tag.image_id,
                 tag: moved,

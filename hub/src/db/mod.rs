@@ -77,9 +77,10 @@ pub use migrate::AppliedMigration;
 pub use scans::RepositoryScan;
 pub(crate) use scans::{finish_scan_in, request_scan_in};
 pub use tokens::{hash_token, ApiToken, NewToken, TokenScope};
+pub(crate) use views::{catalog_search_text, note_tag_move_in};
 pub use views::{
     BuildDetail, BuildEntry, BuildFilter, BuildListEntry, CatalogEntry, CatalogOrder,
-    ContainerEntry, TagMoveEntry, TaggedImage,
+    ContainerEntry, TagMoveEntry, TaggedImage, CATALOG_COUNT_CAP,
 };
 
 /// How long a SQLite writer waits for another before giving up.

@@ -3,9 +3,11 @@
 //! leave out private repositories the viewer may not read
 //! ([`visible_sql!`]). Every list is
 //! bounded (LIMIT/OFFSET or a fixed count) and walks an index: the catalog
-//! `repositories_owner_name`, builds `builds_recipe`.
+//! `repositories_owner_name`, `repositories_last_updated` or
+//! `repositories_downloads` (columns kept current where tags move and
+//! images are downloaded, see migration 0005), builds `builds_recipe`.
 
-use super::{visibility_binds, visible_sql, with_pool, Db, DbError};
+use super::{visibility_binds, visible_sql, with_pool, Backend, Db, DbError};
 use crate::access::Viewer;
 
 /// A collection as the catalog lists it.
@@ -16,6 +18,16 @@ pub struct CatalogEntry {
     pub containers: i64,
     /// When a tag of it last moved (unix milliseconds).
     pub updated_at: Option<i64>,
+    /// Completed downloads of its images.
+    pub downloads: i64,
+    /// The tag that moved last, with its container and image size.
+    pub latest_container: Option<String>,
+    pub latest_tag: Option<String>,
+    pub latest_size: Option<i64>,
+    /// Its latest build's status, leaving out cancelled and superseded ones.
+    pub status: Option<String>,
+    /// On a search's page: how many collections the search matches in all.
+    pub matches: Option<i64>,
 }
 
 /// How catalog entries are ordered.
@@ -25,7 +37,13 @@ pub enum CatalogOrder {
     Name,
     /// Most recently moved tag first; collections without images last.
     Updated,
+    /// Most downloaded first.
+    Downloads,
 }
+
+/// Matching collections are counted up to this many: the count scans what
+/// it counts, so it stops here (pages then say "more than").
+pub const CATALOG_COUNT_CAP: i64 = 10_000;
 
 /// A container with its tag count.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -148,33 +166,211 @@ const LATEST_STATUS: &str = latest_status_sql!("");
 /// Of recipes making the tag `$2`.
 const LATEST_TAG_STATUS: &str = latest_status_sql!(" AND rc.tag = $2");
 
-/// The columns of [`CatalogEntry`] from `repositories r`, for repositories
-/// the viewer (login `$4`, user id `$5`) may see whose `owner/name` or a
-/// container name contains `$1`.
-macro_rules! catalog_sql {
-    ($order:literal) => {
+/// Repositories the viewer (login `$login`, user id `$user`, see
+/// [`visible_sql!`]) may see, with those matching the search when
+/// `$filter` says so: `$1` is the search as a `LIKE` pattern (see
+/// [`contains_pattern`]), `$raw` the lowercased search itself. Each
+/// backend matches the stored search text or `owner/name` its fastest
+/// way: SQLite's trigram full-text table (`repository_search`, migration
+/// 0005) for three characters or more, `$raw` then an FTS5 phrase, else
+/// `instr` (a byte search, far faster than its `LIKE`); PostgreSQL's
+/// `LIKE`, which the trigram indexes answer for selective
+/// searches, behind a `strpos` that rejects non-matching rows cheaply
+/// when the planner scans the table for a common word; `OFFSET 0` keeps
+/// that search a subquery planned (and hashed) on its own, so the order's
+/// index is walked against the matches instead of testing each row's text.
+macro_rules! catalog_where {
+    (all, $raw:literal, $login:literal, $user:literal) => {
+        concat!(" WHERE ", visible_sql!("r", $login, $user))
+    };
+    (sqlite_indexed, $raw:literal, $login:literal, $user:literal) => {
         concat!(
-            "SELECT r.owner, r.name,
-                 (SELECT COUNT(*) FROM containers c WHERE c.repository_id = r.id) AS containers,
-                 (SELECT MAX(t.updated_at) FROM containers c
-                  JOIN tags t ON t.container_id = c.id
-                  WHERE c.repository_id = r.id AND t.image_id IS NOT NULL) AS updated_at
-             FROM repositories r
-             WHERE ",
-            visible_sql!("r", "$4", "$5"),
-            " AND (
-                 lower(r.owner) || '/' || lower(r.name) LIKE $1 ESCAPE '\\'
-                 OR EXISTS (SELECT 1 FROM containers c
-                            WHERE c.repository_id = r.id AND lower(c.name) LIKE $1 ESCAPE '\\'))
-             ORDER BY ",
-            $order,
-            " LIMIT $2 OFFSET $3"
+            " WHERE ",
+            visible_sql!("r", $login, $user),
+            " AND r.id IN (SELECT rowid FROM repository_search
+                                                WHERE repository_search MATCH ",
+            $raw,
+            ")"
+        )
+    };
+    (sqlite, $raw:literal, $login:literal, $user:literal) => {
+        concat!(
+            " WHERE ",
+            visible_sql!("r", $login, $user),
+            " AND (instr(r.search_text, ",
+            $raw,
+            ") > 0 OR instr(lower(r.owner) || '/' || lower(r.name), ",
+            $raw,
+            ") > 0)"
+        )
+    };
+    (postgres, $raw:literal, $login:literal, $user:literal) => {
+        concat!(
+            " WHERE ",
+            visible_sql!("r", $login, $user),
+            " AND r.id IN (SELECT s.id FROM repositories s
+                           WHERE (strpos(s.search_text, ",
+            $raw,
+            ") > 0 AND s.search_text LIKE $1 ESCAPE '\\')
+                              OR lower(s.owner) || '/' || lower(s.name) LIKE $1 ESCAPE '\\'
+                           OFFSET 0)"
         )
     };
 }
-const CATALOG_BY_NAME: &str = catalog_sql!("lower(r.owner), lower(r.name)");
-const CATALOG_BY_UPDATED: &str =
-    catalog_sql!("updated_at DESC NULLS LAST, lower(r.owner), lower(r.name)");
+
+/// How many collections a search matched, counted in the scan that finds
+/// the page (so a search reads the table once); NULL when listing all.
+macro_rules! catalog_matches {
+    (all) => {
+        ", CAST(NULL AS BIGINT) AS matches"
+    };
+    ($search:tt) => {
+        ", COUNT(*) OVER () AS matches"
+    };
+}
+
+/// The columns of [`CatalogEntry`] for one page (`LIMIT $2 OFFSET $3`,
+/// the search in `$1` and `$4`, the viewer in `$5` and `$6`) of the
+/// catalog in `$order`. The page's ids
+/// are picked first, so the per-row joins and subqueries run for its rows
+/// only, not the skipped ones.
+macro_rules! catalog_sql {
+    ($filter:tt, $order:tt) => {
+        concat!(
+            "SELECT r.owner, r.name,
+                 (SELECT COUNT(*) FROM containers c WHERE c.repository_id = r.id) AS containers,
+                 NULLIF(r.last_updated, 0) AS updated_at, r.downloads,
+                 lc.name AS latest_container, lt.name AS latest_tag, li.size AS latest_size,
+                 (SELECT b.status FROM builds b JOIN recipes rc ON rc.id = b.recipe_id
+                  WHERE rc.repository_id = r.id AND b.status NOT IN ('cancelled', 'superseded')
+                  ORDER BY b.id DESC LIMIT 1) AS status,
+                 page.matches
+             FROM (SELECT r.id",
+            catalog_matches!($filter),
+            " FROM repositories r",
+            catalog_where!($filter, "$4", "$5", "$6"),
+            " ORDER BY ",
+            catalog_order!($order),
+            " LIMIT $2 OFFSET $3) page
+             JOIN repositories r ON r.id = page.id
+             LEFT JOIN tags lt ON lt.id = r.latest_tag_id
+             LEFT JOIN containers lc ON lc.id = lt.container_id
+             LEFT JOIN images li ON li.id = lt.image_id
+             ORDER BY ",
+            catalog_order!($order)
+        )
+    };
+}
+/// Each order ends with the name, so equal keys page stably; each is the
+/// start of an index's column list (migration 0005), which also holds
+/// `private`, so SQLite walks it without reading skipped rows.
+macro_rules! catalog_order {
+    (name) => {
+        "lower(r.owner), lower(r.name)"
+    };
+    (updated) => {
+        "r.last_updated DESC, lower(r.owner), lower(r.name)"
+    };
+    (downloads) => {
+        "r.downloads DESC, lower(r.owner), lower(r.name)"
+    };
+}
+
+/// The page queries by (backend for a search, order).
+macro_rules! catalog_sqls {
+    ($filter:tt) => {
+        [
+            catalog_sql!($filter, name),
+            catalog_sql!($filter, updated),
+            catalog_sql!($filter, downloads),
+        ]
+    };
+}
+const CATALOG_ALL: [&str; 3] = catalog_sqls!(all);
+const CATALOG_SEARCH_SQLITE: [&str; 3] = catalog_sqls!(sqlite);
+const CATALOG_SEARCH_SQLITE_INDEXED: [&str; 3] = catalog_sqls!(sqlite_indexed);
+const CATALOG_SEARCH_POSTGRES: [&str; 3] = catalog_sqls!(postgres);
+
+/// How many collections match, at most `$2` (the search in `$1` and `$3`,
+/// the viewer in `$4` and `$5`).
+macro_rules! catalog_count_sql {
+    ($filter:tt) => {
+        concat!(
+            "SELECT COUNT(*) FROM (SELECT 1 AS one FROM repositories r",
+            catalog_where!($filter, "$3", "$4", "$5"),
+            " LIMIT $2) capped"
+        )
+    };
+}
+const CATALOG_ALL_COUNT: &str = catalog_count_sql!(all);
+const CATALOG_SEARCH_COUNT_SQLITE: &str = catalog_count_sql!(sqlite);
+const CATALOG_SEARCH_COUNT_SQLITE_INDEXED: &str = catalog_count_sql!(sqlite_indexed);
+const CATALOG_SEARCH_COUNT_POSTGRES: &str = catalog_count_sql!(postgres);
+
+/// What the catalog search finds in a repository besides its name: one
+/// lowercase line per `container:tag` and per `label=value` of the images
+/// its tags name, sorted and without repeats. Rows are (container, tag,
+/// the image's SIF metadata); label values that are not strings count as
+/// their JSON text.
+pub(crate) fn catalog_search_text(rows: &[(String, String, serde_json::Value)]) -> String {
+    let mut lines = std::collections::BTreeSet::new();
+    for (container, tag, metadata) in rows {
+        lines.insert(format!("{container}:{tag}").to_lowercase());
+        let labels = metadata
+            .get("labels")
+            .and_then(serde_json::Value::as_object);
+        for (key, value) in labels.into_iter().flatten() {
+            let value = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            lines.insert(format!("{key}={value}").to_lowercase());
+        }
+    }
+    lines.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+/// Records in the write transaction `$tx` that tag `$tag_id` of container
+/// `$container_id` just moved at `$now`: the repository's `last_updated`,
+/// `latest_tag_id` and `search_text` (rebuilt from all its tags that name
+/// an image). Evaluates to `Result<(), sqlx::Error>`; called by
+/// `set_tag_in!`, so it runs wherever a tag moves.
+macro_rules! note_tag_move_in {
+    ($tx:ident, $container_id:expr, $tag_id:expr, $now:expr) => {
+        async {
+            let (container_id, tag_id, now): (i64, i64, $crate::db::Timestamp) =
+                ($container_id, $tag_id, $now);
+            let rows: Vec<(String, String, sqlx::types::Json<serde_json::Value>)> =
+                sqlx::query_as(
+                    "SELECT c.name, t.name, i.sif_metadata
+                     FROM containers c
+                     JOIN tags t ON t.container_id = c.id
+                     JOIN images i ON i.id = t.image_id
+                     WHERE c.repository_id = (SELECT repository_id FROM containers WHERE id = $1)",
+                )
+                .bind(container_id)
+                .fetch_all(&mut *$tx)
+                .await?;
+            let rows: Vec<(String, String, serde_json::Value)> = rows
+                .into_iter()
+                .map(|(container, tag, metadata)| (container, tag, metadata.0))
+                .collect();
+            sqlx::query(
+                "UPDATE repositories SET last_updated = $2, latest_tag_id = $3, search_text = $4
+                 WHERE id = (SELECT repository_id FROM containers WHERE id = $1)",
+            )
+            .bind(container_id)
+            .bind(now)
+            .bind(tag_id)
+            .bind($crate::db::catalog_search_text(&rows))
+            .execute(&mut *$tx)
+            .await?;
+            Ok::<_, sqlx::Error>(())
+        }
+        .await
+    };
+}
+pub(crate) use note_tag_move_in;
 
 /// The columns of [`BuildEntry`] from `builds b`, `recipes rc`, `containers c`.
 macro_rules! build_entry_sql {
@@ -204,6 +400,36 @@ const CONTAINER_BUILDS: &str = build_entry_sql!(
       WHERE rc.container_id = $1
       ORDER BY b.id DESC LIMIT $2"
 );
+
+/// Which catalog query answers a search on a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SearchKind {
+    All,
+    /// Through the trigram index: three characters or more.
+    SqliteIndexed,
+    SqliteScan,
+    Postgres,
+}
+
+fn search_kind(search: &str, backend: Backend) -> SearchKind {
+    match backend {
+        _ if search.is_empty() => SearchKind::All,
+        Backend::Sqlite if search.chars().count() >= 3 => SearchKind::SqliteIndexed,
+        Backend::Sqlite => SearchKind::SqliteScan,
+        Backend::Postgres => SearchKind::Postgres,
+    }
+}
+
+/// The search as the `$raw` parameter of `kind`'s query: an FTS5 phrase
+/// (quoted, so the words match as one substring) for the trigram table,
+/// else the lowercased text.
+fn search_value(search: &str, kind: SearchKind) -> String {
+    let lower = search.to_lowercase();
+    match kind {
+        SearchKind::SqliteIndexed => format!("\"{}\"", lower.replace('"', "\"\"")),
+        SearchKind::All | SearchKind::SqliteScan | SearchKind::Postgres => lower,
+    }
+}
 
 /// The columns of [`BuildListEntry`] of builds of repository `$3` (all
 /// when negative) with status `$4` (all when empty), up to the visibility
@@ -236,8 +462,8 @@ pub(super) fn contains_pattern(text: &str) -> String {
 }
 
 impl Db {
-    /// Collections `viewer` may see whose `owner/name` or a container name
-    /// contains `search` (empty: all), `limit` of them from `offset`.
+    /// Collections `viewer` may see whose `owner/name`, a container, tag or
+    /// label contains `search` (empty: all), `limit` of them from `offset`.
     pub async fn catalog_page(
         &self,
         viewer: &Viewer,
@@ -246,23 +472,95 @@ impl Db {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<CatalogEntry>, DbError> {
+        let sqls = match search_kind(search, self.backend()) {
+            SearchKind::All => CATALOG_ALL,
+            SearchKind::SqliteIndexed => CATALOG_SEARCH_SQLITE_INDEXED,
+            SearchKind::SqliteScan => CATALOG_SEARCH_SQLITE,
+            SearchKind::Postgres => CATALOG_SEARCH_POSTGRES,
+        };
         let sql = match order {
-            CatalogOrder::Name => CATALOG_BY_NAME,
-            CatalogOrder::Updated => CATALOG_BY_UPDATED,
+            CatalogOrder::Name => sqls[0],
+            CatalogOrder::Updated => sqls[1],
+            CatalogOrder::Downloads => sqls[2],
         };
         let pattern = contains_pattern(search);
+        let raw = search_value(search, search_kind(search, self.backend()));
         let (login, user_id) = visibility_binds(viewer);
         with_pool!(self, |pool| {
             sqlx::query_as(sql)
                 .bind(&pattern)
                 .bind(limit)
                 .bind(offset)
+                .bind(&raw)
                 .bind(&login)
                 .bind(user_id)
+                // A search is planned for its words (a prepared plan would
+                // not know whether the trigram index pays).
+                .persistent(search.is_empty())
                 .fetch_all(pool)
                 .await
         })
         .map_err(DbError::query("list catalog"))
+    }
+
+    /// How many collections [`Db::catalog_page`] finds for `search`,
+    /// counted up to one more than [`CATALOG_COUNT_CAP`]: a count above
+    /// the cap means "more than the cap".
+    pub async fn catalog_count(&self, viewer: &Viewer, search: &str) -> Result<i64, DbError> {
+        let kind = search_kind(search, self.backend());
+        let sql = match kind {
+            SearchKind::All => CATALOG_ALL_COUNT,
+            SearchKind::SqliteIndexed => CATALOG_SEARCH_COUNT_SQLITE_INDEXED,
+            SearchKind::SqliteScan => CATALOG_SEARCH_COUNT_SQLITE,
+            SearchKind::Postgres => CATALOG_SEARCH_COUNT_POSTGRES,
+        };
+        let pattern = contains_pattern(search);
+        let raw = search_value(search, kind);
+        let (login, user_id) = visibility_binds(viewer);
+        with_pool!(self, |pool| {
+            sqlx::query_scalar(sql)
+                .bind(&pattern)
+                .bind(CATALOG_COUNT_CAP + 1)
+                .bind(&raw)
+                .bind(&login)
+                .bind(user_id)
+                .persistent(search.is_empty())
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(DbError::query("count catalog"))
+    }
+
+    /// Counts a completed download of an image of `owner/name`.
+    pub async fn count_repository_download(&self, owner: &str, name: &str) -> Result<(), DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE repositories SET downloads = downloads + 1
+                 WHERE lower(owner) = lower($1) AND lower(name) = lower($2)",
+            )
+            .bind(owner)
+            .bind(name)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(DbError::query("count a download"))
+    }
+
+    /// Counts a completed download of the image `digest`, for the
+    /// repository that built it.
+    pub async fn count_image_download(&self, digest: &str) -> Result<(), DbError> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE repositories SET downloads = downloads + 1
+                 WHERE id = (SELECT repository_id FROM images WHERE digest = $1)",
+            )
+            .bind(digest)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(DbError::query("count a download"))
     }
 
     /// A repository's containers by name, with how many tags name an image.
@@ -463,5 +761,22 @@ mod tests {
         assert_eq!(contains_pattern(""), "%%");
         assert_eq!(contains_pattern("Lolcow"), "%lolcow%");
         assert_eq!(contains_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
+
+    #[test]
+    fn sqlite_searches_of_three_characters_use_the_index() {
+        use super::{search_kind, search_value, Backend, SearchKind};
+        assert_eq!(search_kind("", Backend::Sqlite), SearchKind::All);
+        assert_eq!(search_kind("ab", Backend::Sqlite), SearchKind::SqliteScan);
+        assert_eq!(
+            search_kind("abc", Backend::Sqlite),
+            SearchKind::SqliteIndexed
+        );
+        assert_eq!(search_kind("ab", Backend::Postgres), SearchKind::Postgres);
+        assert_eq!(
+            search_value("Say \"Hi\"", SearchKind::SqliteIndexed),
+            "\"say \"\"hi\"\"\""
+        );
+        assert_eq!(search_value("AB", SearchKind::SqliteScan), "ab");
     }
 }

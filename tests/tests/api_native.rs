@@ -9,7 +9,7 @@
 //! operation in it is called here with each status it documents, and
 //! answers only statuses it documents.
 //!
-//! And download rate limits (`/download/…` and OCI image blobs): a client
+//! And download rate limits (`/download/…`, OCI image blobs and library image files): a client
 //! over the limit gets 429 with `Retry-After`, another address or a token
 //! is unaffected, the bucket refills, and `X-Forwarded-For` counts only
 //! from a trusted proxy.
@@ -1298,6 +1298,16 @@ async fn downloads_are_rate_limited_per_client() {
     assert!(response.headers().contains_key("retry-after"));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS", "{body}");
+    // So do the library API's image files, in its own error envelope.
+    let imagefile = format!(
+        "{}/v1/imagefile/alice/analysis/analysis:latest?arch=amd64",
+        hub.url()
+    );
+    let response = first.get(&imagefile).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 429, "{body}");
     let config = format!(
         "{}/v2/alice/analysis/blobs/sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
         hub.url()

@@ -44,6 +44,7 @@ use crate::db::{
     Repository, Timestamp, TokenScope,
 };
 use crate::error_chain;
+use crate::ratelimit::{ClientAddr, RateLimited};
 use crate::serve::AppState;
 use crate::storage::{Expected, Storage, StorageError, StorageKey};
 
@@ -92,6 +93,8 @@ pub enum LibraryError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Download(#[from] DownloadError),
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
     #[error("cannot read random bytes for an upload secret")]
     Random(#[source] getrandom::Error),
 }
@@ -107,6 +110,10 @@ impl LibraryError {
             LibraryError::Forbidden(_) => StatusCode::FORBIDDEN,
             LibraryError::Conflict(_) => StatusCode::CONFLICT,
             LibraryError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            LibraryError::RateLimited(_)
+            | LibraryError::Download(DownloadError::RateLimited(_)) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             LibraryError::Database(_)
             | LibraryError::Storage(_)
             | LibraryError::Download(_)
@@ -125,6 +132,18 @@ impl IntoResponse for LibraryError {
             error_chain(&self)
         };
         let mut response = error_response(status, &message);
+        let retry_after = match &self {
+            LibraryError::RateLimited(limited)
+            | LibraryError::Download(DownloadError::RateLimited(limited)) => {
+                Some(limited.retry_after_secs)
+            }
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -1086,12 +1105,14 @@ async fn set_tag_v2(
 async fn pull(
     State(state): State<AppState>,
     viewer: Viewer,
+    client: ClientAddr,
     Path(reference): Path<String>,
     Query(query): Query<ArchQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, LibraryError> {
     check_arch(&query.arch)?;
+    state.rate_limits.download(&viewer, client)?;
     let not_found = || LibraryError::NotFound(format!("image {reference} not found"));
     let (_, _, container, tag) = split_image_ref(&reference).ok_or_else(not_found)?;
     let Resolved::Published { image, .. } = resolve_image(&state, &viewer, &reference).await?

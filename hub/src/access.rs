@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 
-use crate::db::{hash_token, DbError, TokenScope};
+use crate::db::{hash_token, DbError, Session, TokenScope, User};
 use crate::serve::AppState;
 
 /// The cookie holding a browser session's secret.
@@ -194,20 +194,52 @@ pub async fn viewer_of(state: &AppState, headers: &HeaderMap) -> Result<Viewer, 
     }
     // An expired or unknown session is a signed-out browser, not an error:
     // pages then offer to sign in again.
-    if let Some(secret) = cookie(headers, SESSION_COOKIE) {
-        if let Some(session) = state.db.find_session(&hash_token(&secret), now).await? {
-            if let Some(user) = state.db.find_user(session.user_id).await? {
-                return Ok(Viewer {
-                    user: Some(ViewerUser {
-                        id: user.id,
-                        login: user.login,
-                    }),
-                    via: Via::Session,
-                });
-            }
-        }
+    if let Some(signed_in) = signed_in(state, headers).await? {
+        return Ok(Viewer {
+            user: Some(ViewerUser {
+                id: signed_in.user.id,
+                login: signed_in.user.login,
+            }),
+            via: Via::Session,
+        });
     }
     Ok(Viewer::anonymous())
+}
+
+/// A browser's live session and its user.
+#[derive(Debug, Clone)]
+pub struct SignedInSession {
+    /// The hash of the cookie's secret: the session's key.
+    pub token_hash: String,
+    pub session: Session,
+    pub user: User,
+}
+
+/// The session the request's session cookie names; `None` without a
+/// cookie, or when its session is unknown or expired or its user gone.
+pub async fn signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<SignedInSession>, DbError> {
+    let Some(secret) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let token_hash = hash_token(&secret);
+    let Some(session) = state
+        .db
+        .find_session(&token_hash, state.queue.now())
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(user) = state.db.find_user(session.user_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(SignedInSession {
+        token_hash,
+        session,
+        user,
+    }))
 }
 
 impl FromRequestParts<AppState> for Viewer {

@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use sifhub_web::{SignedIn, Visitor};
 
-use crate::access::{cookie, SESSION_COOKIE};
+use crate::access::{cookie, signed_in, SESSION_COOKIE};
 use crate::actions::{self, ActionError};
 use crate::config::Secret;
 use crate::db::{hash_token, NewUser};
@@ -319,42 +319,23 @@ pub async fn visitor_layer(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let visitor = match cookie(request.headers(), SESSION_COOKIE) {
-        Some(secret) => {
-            let token_hash = hash_token(&secret);
-            match session_visitor(&app, token_hash).await {
-                Ok(visitor) => visitor,
-                Err(e) => {
-                    tracing::error!("session lookup failed: {}", crate::error_chain(&e));
-                    Visitor::default()
-                }
-            }
+    let visitor = match signed_in(&app, request.headers()).await {
+        Ok(Some(signed_in)) => Visitor {
+            user: Some(SignedIn {
+                id: signed_in.user.id,
+                login: signed_in.user.login,
+            }),
+            csrf_token: Some(signed_in.session.csrf_token),
+            session: Some(signed_in.token_hash),
+        },
+        Ok(None) => Visitor::default(),
+        Err(e) => {
+            tracing::error!("session lookup failed: {}", crate::error_chain(&e));
+            Visitor::default()
         }
-        None => Visitor::default(),
     };
     request.extensions_mut().insert(visitor);
     next.run(request).await
-}
-
-async fn session_visitor(
-    app: &AppState,
-    token_hash: String,
-) -> Result<Visitor, crate::db::DbError> {
-    let now = app.queue.now();
-    let Some(session) = app.db.find_session(&token_hash, now).await? else {
-        return Ok(Visitor::default());
-    };
-    let Some(user) = app.db.find_user(session.user_id).await? else {
-        return Ok(Visitor::default());
-    };
-    Ok(Visitor {
-        user: Some(SignedIn {
-            id: user.id,
-            login: user.login,
-        }),
-        csrf_token: Some(session.csrf_token),
-        session: Some(token_hash),
-    })
 }
 
 #[cfg(test)]
